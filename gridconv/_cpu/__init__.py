@@ -1,0 +1,1 @@
+"""CPU kernels (Numba ``njit(parallel=True)``) and the thin drivers that size their tiles."""

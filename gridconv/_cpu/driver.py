@@ -1,0 +1,120 @@
+"""Drivers of the CPU engine: turn tap tables into kernel arguments and size the tiles.
+
+Arrays arrive here 5-D (``(N, C, Z, Y, X)``), C-contiguous, float32 or float64; the
+public layer (:mod:`gridconv.conv`) has already validated and lifted them.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numba
+import numpy as np
+
+from .._geometry import Axis, phase_axes
+from . import gather as k
+
+# Bytes of patches per thread: with the slab and output tile this stays near the 512 KB L2.
+_PATCH_BYTES = 160 * 1024
+
+
+def _round_up(v: int, m: int) -> int:
+    return -(-v // m) * m
+
+
+def _tables(axes: list[Axis]):
+    i64 = np.int64
+    m = np.array([a.m for a in axes], dtype=i64)
+    d0 = np.array([a.d0 for a in axes], dtype=i64)
+    ds = np.array([a.ds for a in axes], dtype=i64)
+    ss = np.array([a.ss for a in axes], dtype=i64)
+    qlo = np.array([a.qlo for a in axes], dtype=i64)
+    offs = tuple(np.ascontiguousarray(a.off, dtype=i64) for a in axes)
+    maps = tuple(np.ascontiguousarray(a.map, dtype=i64) for a in axes)
+    return m, d0, ds, ss, qlo, offs, maps
+
+
+def _tile(m, rpad: int, itemsize: int, outer_tasks: int) -> tuple[int, int]:
+    """Rows x cols of a tile: patches near ``_PATCH_BYTES``, and enough tiles to keep
+    every thread busy (at least 4 per thread when the problem allows)."""
+    target = int(np.clip(_PATCH_BYTES // (rpad * itemsize), 16, 4096))
+    cols = int(min(m[2], target))
+    rows = int(max(1, min(m[1], target // cols)))
+    want = 4 * numba.get_num_threads()
+
+    def ntiles(r, c):
+        return outer_tasks * int(m[0]) * -(-int(m[1]) // r) * -(-int(m[2]) // c)
+
+    while ntiles(rows, cols) < want and (rows > 1 or cols > 8):
+        if rows > 1:
+            rows = -(-rows // 2)
+        else:
+            cols = -(-cols // 2)
+    return rows, cols
+
+
+def pack_weight(w6: np.ndarray, axes: list[Axis]) -> np.ndarray:
+    """(G, D, S, Kz, Ky, Kx) -> (G, Dpad, Rpad): rows per destination channel, the
+    reduction laid out (tz, ty, tx, s) in tap order, zero-padded to the 2x8 blocking."""
+    g, d, s = w6.shape[:3]
+    taps = w6[:, :, :, axes[0].kidx][:, :, :, :, axes[1].kidx][:, :, :, :, :, axes[2].kidx]
+    mat = taps.transpose(0, 1, 3, 4, 5, 2).reshape(g, d, -1)
+    r = mat.shape[2]
+    out = np.zeros((g, _round_up(d, 2), _round_up(r, 8)), dtype=w6.dtype)
+    out[:, :d, :r] = mat
+    return out
+
+
+def gather(src: np.ndarray, w6: np.ndarray, bias, dst: np.ndarray, axes: list[Axis]) -> None:
+    """Run the gather kernel for one set of tap tables, writing ``dst`` in place."""
+    if any(a.m == 0 for a in axes):
+        return
+    wmat = pack_weight(w6, axes)
+    m, d0, ds, ss, qlo, offs, maps = _tables(axes)
+    rows, cols = _tile(m, wmat.shape[2], src.itemsize, src.shape[0] * wmat.shape[0])
+    b = np.empty(0, dtype=src.dtype) if bias is None else bias
+    k.gather(src, wmat, b, dst, m, d0, ds, ss, *offs, *maps, qlo, axes[2].consecutive,
+             rows, cols, numba.get_num_threads())
+
+
+def input_grad(gout: np.ndarray, w6: np.ndarray, bias, dst: np.ndarray, geom) -> None:
+    """Fill ``dst`` (the conv input's shape) with the transposed gather of ``gout``.
+
+    ``geom`` is per axis ``(size, src_size, K, stride, dilation, pad_lo)``; ``w6`` is
+    (G, D, S, K...) with D the destination (conv input) channels per group.
+    """
+    per_axis = [phase_axes(*g) for g in geom]
+    phases = list(itertools.product(*per_axis))
+    if any(a.taps == 0 for axes in phases for a in axes if a.m > 0):
+        if bias is None:
+            dst[...] = 0
+        else:
+            dst[...] = bias.reshape(1, -1, 1, 1, 1)
+    for axes in phases:
+        if all(a.taps > 0 for a in axes):
+            gather(gout, w6, bias, dst, list(axes))
+
+
+def weight_grad(src: np.ndarray, gout: np.ndarray, groups: int, axes: list[Axis]) -> np.ndarray:
+    """(G, D, S, Tz, Ty, Tx): sum over samples and positions of gout x patches(src)."""
+    d = gout.shape[1] // groups
+    s = src.shape[1] // groups
+    t = [a.taps for a in axes]
+    r = t[0] * t[1] * t[2] * s
+    opad, rpad = _round_up(d, 2), _round_up(r, 8)
+    m, _, _, ss, qlo, offs, maps = _tables(axes)
+    rows, cols = _tile(m, rpad, src.itemsize, src.shape[0] * groups)
+    part = k.weight_grad(src, gout, m, ss, *offs, *maps, qlo, axes[2].consecutive, rows, cols,
+                         groups, opad, rpad, numba.get_num_threads())
+    total = part.sum(axis=0)[:, :d, :r]
+    return total.reshape(groups, d, t[0], t[1], t[2], s).transpose(0, 1, 5, 2, 3, 4)
+
+
+def bias_grad(gout: np.ndarray) -> np.ndarray:
+    return k.bias_grad(gout.reshape(gout.shape[0], gout.shape[1], -1))
+
+
+def pad_adjoint(gpad: np.ndarray, out_shape, maps) -> np.ndarray:
+    out = np.zeros(out_shape, dtype=gpad.dtype)
+    k.pad_adjoint(gpad, out, *maps)
+    return out

@@ -1,0 +1,338 @@
+"""The CPU engine: one tiled gather kernel for forward and input-gradient passes, and its
+twin for the weight gradient, side by side.
+
+Both work on 3-D problems (1-D and 2-D callers add unit axes, so each kernel compiles
+once per dtype) described by the tap tables of :mod:`gridconv._geometry`. Work is cut
+into tiles of output positions; for each tile a thread
+
+1. copies the source region the tile reads into a channels-last *slab* (applying the
+   padding map at the true edges only),
+2. lays the tile's patches out position-major, ``P[j, (tz, ty, tx, c)]``, by contiguous
+   copies from the slab (a whole row of taps at once when the taps are consecutive),
+3. multiplies: ``out[o, j] = W[o, :] . P[j, :]`` with a 2x4 register block whose inner
+   loop runs over the contiguous reduction axis (vectorised with ``fastmath``),
+   or, for the weight gradient, ``dW[o, :] += sum_j G[o, j] * P[j, :]``.
+
+Every buffer is per thread and sized to the tile (kept near L2), so no patch matrix
+for the whole batch is ever built. Each output element belongs to exactly one tile, so
+the forward pass needs no atomics; the weight gradient sums per-thread partials.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+# fastmath without 'nnan'/'ninf': reductions vectorise, NaNs still propagate.
+FASTMATH = {"reassoc", "contract", "arcp", "nsz", "afn"}
+JIT = dict(fastmath=FASTMATH, cache=True, nogil=True)
+
+
+@njit(inline="always")
+def _lookup(amap, qlo, q):
+    i = q - qlo
+    if i < 0 or i >= amap.shape[0]:
+        return -1
+    return amap[i]
+
+
+@njit(inline="always")
+def _tile_bounds(task, ng, nmz, nyb, nxb, my_all, mx_all, rows, cols):
+    xb = task % nxb
+    t = task // nxb
+    yb = t % nyb
+    t //= nyb
+    mz = t % nmz
+    t //= nmz
+    g = t % ng
+    n = t // ng
+    my0 = yb * rows
+    mx0 = xb * cols
+    return n, g, mz, my0, min(my_all, my0 + rows), mx0, min(mx_all, mx0 + cols)
+
+
+@njit(**JIT)
+def _fill_patches(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, offx,
+                  mapz, mapy, mapx, qlo, xrun, slab, patches, rpad):
+    """Slab then position-major patches for one tile; returns the number of positions."""
+    zero = src.dtype.type(0)
+    iz_size, iy_size, ix_size = src.shape[2], src.shape[3], src.shape[4]
+    z0 = ss[0] * mz + offz[0]
+    y0 = ss[1] * my0 + offy[0]
+    x0 = ss[2] * mx0 + offx[0]
+    zs = offz[offz.shape[0] - 1] - offz[0] + 1
+    ys = ss[1] * (my1 - 1 - my0) + offy[offy.shape[0] - 1] - offy[0] + 1
+    xs = ss[2] * (mx1 - 1 - mx0) + offx[offx.shape[0] - 1] - offx[0] + 1
+    # Interior of the x-range: a plain copy; the map is only consulted at the edges.
+    xa = min(max(0, -x0), xs)
+    xb = max(xa, min(xs, ix_size - x0))
+    for zz in range(zs):
+        iz = _lookup(mapz, qlo[0], z0 + zz)
+        for yy in range(ys):
+            iy = _lookup(mapy, qlo[1], y0 + yy)
+            base = (zz * ys + yy) * xs * cs
+            if iz < 0 or iy < 0 or iz >= iz_size or iy >= iy_size:
+                for i in range(xs * cs):
+                    slab[base + i] = zero
+                continue
+            for c in range(cs):
+                row = src[n, c0 + c, iz, iy]
+                for xx in range(xa):
+                    ix = _lookup(mapx, qlo[2], x0 + xx)
+                    slab[base + xx * cs + c] = row[ix] if ix >= 0 else zero
+                if cs == 1:
+                    seg = slab[base + xa: base + xb]
+                    part = row[x0 + xa: x0 + xb]
+                    for i in range(xb - xa):
+                        seg[i] = part[i]
+                else:
+                    for xx in range(xa, xb):
+                        slab[base + xx * cs + c] = row[x0 + xx]
+                for xx in range(xb, xs):
+                    ix = _lookup(mapx, qlo[2], x0 + xx)
+                    slab[base + xx * cs + c] = row[ix] if ix >= 0 else zero
+    ncols = mx1 - mx0
+    npos = (my1 - my0) * ncols
+    tz, ty, tx = offz.shape[0], offy.shape[0], offx.shape[0]
+    run = tx * cs
+    for j in range(npos):
+        yr = j // ncols
+        xr = j - yr * ncols
+        prow = patches[j * rpad: (j + 1) * rpad]
+        r = 0
+        for a in range(tz):
+            zz = offz[a] - offz[0]
+            for b in range(ty):
+                yy = yr * ss[1] + offy[b] - offy[0]
+                base = (zz * ys + yy) * xs
+                if xrun:
+                    s0 = (base + xr * ss[2]) * cs
+                    seg = slab[s0: s0 + run]
+                    dst = prow[r: r + run]
+                    for i in range(run):
+                        dst[i] = seg[i]
+                    r += run
+                else:
+                    for e in range(tx):
+                        s0 = (base + xr * ss[2] + offx[e] - offx[0]) * cs
+                        seg = slab[s0: s0 + cs]
+                        dst = prow[r: r + cs]
+                        for i in range(cs):
+                            dst[i] = seg[i]
+                        r += cs
+        for i in range(r, rpad):
+            prow[i] = zero
+    # Rows up to the next multiple of 4 enter the 2x4 blocks: keep them finite (zero) so a
+    # NaN of an earlier tile cannot leak into the weight gradient through 0 * NaN.
+    for i in range(npos * rpad, min(patches.shape[0], (npos + 3) // 4 * 4 * rpad)):
+        patches[i] = zero
+    return npos
+
+
+@njit(**JIT)
+def _dot_tile(w, patches, out, opad, tpad, rpad):
+    """``out[o, j] = w[o, :] . patches[j, :]``: 2 outputs x 4 positions per block."""
+    zero = w.dtype.type(0)
+    for j in range(0, tpad, 4):
+        p0 = patches[j * rpad: (j + 1) * rpad]
+        p1 = patches[(j + 1) * rpad: (j + 2) * rpad]
+        p2 = patches[(j + 2) * rpad: (j + 3) * rpad]
+        p3 = patches[(j + 3) * rpad: (j + 4) * rpad]
+        for o in range(0, opad, 2):
+            w0 = w[o]
+            w1 = w[o + 1]
+            a00 = zero
+            a01 = zero
+            a02 = zero
+            a03 = zero
+            a10 = zero
+            a11 = zero
+            a12 = zero
+            a13 = zero
+            for r in range(rpad):
+                u = w0[r]
+                v = w1[r]
+                a00 += u * p0[r]
+                a01 += u * p1[r]
+                a02 += u * p2[r]
+                a03 += u * p3[r]
+                a10 += v * p0[r]
+                a11 += v * p1[r]
+                a12 += v * p2[r]
+                a13 += v * p3[r]
+            out[o * tpad + j] = a00
+            out[o * tpad + j + 1] = a01
+            out[o * tpad + j + 2] = a02
+            out[o * tpad + j + 3] = a03
+            out[(o + 1) * tpad + j] = a10
+            out[(o + 1) * tpad + j + 1] = a11
+            out[(o + 1) * tpad + j + 2] = a12
+            out[(o + 1) * tpad + j + 3] = a13
+
+
+@njit(**JIT)
+def _outer_tile(g, patches, acc, opad, tpad, rpad):
+    """``acc[o, :] += sum_j g[o, j] * patches[j, :]``: 2 outputs x 4 positions per block."""
+    for o in range(0, opad, 2):
+        a0 = acc[o]
+        a1 = acc[o + 1]
+        for j in range(0, tpad, 4):
+            p0 = patches[j * rpad: (j + 1) * rpad]
+            p1 = patches[(j + 1) * rpad: (j + 2) * rpad]
+            p2 = patches[(j + 2) * rpad: (j + 3) * rpad]
+            p3 = patches[(j + 3) * rpad: (j + 4) * rpad]
+            g00 = g[o * tpad + j]
+            g01 = g[o * tpad + j + 1]
+            g02 = g[o * tpad + j + 2]
+            g03 = g[o * tpad + j + 3]
+            g10 = g[(o + 1) * tpad + j]
+            g11 = g[(o + 1) * tpad + j + 1]
+            g12 = g[(o + 1) * tpad + j + 2]
+            g13 = g[(o + 1) * tpad + j + 3]
+            for r in range(rpad):
+                x0 = p0[r]
+                x1 = p1[r]
+                x2 = p2[r]
+                x3 = p3[r]
+                a0[r] += g00 * x0 + g01 * x1 + g02 * x2 + g03 * x3
+                a1[r] += g10 * x0 + g11 * x1 + g12 * x2 + g13 * x3
+
+
+@njit(inline="always")
+def _slab_size(cs, rows, cols, ss, offz, offy, offx):
+    zs = offz[offz.shape[0] - 1] - offz[0] + 1
+    ys = ss[1] * (rows - 1) + offy[offy.shape[0] - 1] - offy[0] + 1
+    xs = ss[2] * (cols - 1) + offx[offx.shape[0] - 1] - offx[0] + 1
+    return zs * ys * xs * cs
+
+
+@njit(parallel=True, **JIT)
+def gather(src, wmat, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, mapy, mapx, qlo,
+           xrun, rows, cols, nthreads):
+    """``dst[n, g*od + o, d0 + ds*m] = bias[g*od + o] + wmat[g, o] . patches(src)[m]``.
+
+    src : (N, G*cs, Iz, Iy, Ix); wmat : (G, opad, rpad) with the reduction axis laid out
+    ``(tz, ty, tx, c)`` and zero-padded; bias : (G*od,) or empty; dst : (N, G*od, ...).
+    m, d0, ds, ss, qlo : int64[3] per-axis tables; rows x cols : the tile, in positions.
+    nthreads : numba.get_num_threads() of the caller (read outside: it is not cacheable).
+    """
+    ng, opad, rpad = wmat.shape
+    nsamp = src.shape[0]
+    cs = src.shape[1] // ng
+    od = dst.shape[1] // ng
+    nyb = (m[1] + rows - 1) // rows
+    nxb = (m[2] + cols - 1) // cols
+    ntask = nsamp * ng * m[0] * nyb * nxb
+    tpad = (rows * cols + 3) // 4 * 4
+    nslab = _slab_size(cs, rows, cols, ss, offz, offy, offx)
+    nth = max(1, min(nthreads, ntask))
+    has_bias = bias.shape[0] > 0
+    for th in prange(nth):
+        slab = np.empty(nslab, src.dtype)
+        patches = np.zeros(tpad * rpad, src.dtype)
+        out = np.empty(opad * tpad, src.dtype)
+        for task in range(th, ntask, nth):
+            n, g, mz, my0, my1, mx0, mx1 = _tile_bounds(
+                task, ng, m[0], nyb, nxb, m[1], m[2], rows, cols)
+            npos = _fill_patches(src, n, g * cs, cs, mz, my0, my1, mx0, mx1, ss, offz, offy,
+                                 offx, mapz, mapy, mapx, qlo, xrun, slab, patches, rpad)
+            _dot_tile(wmat[g], patches, out, opad, (npos + 3) // 4 * 4, rpad)
+            tp = (npos + 3) // 4 * 4
+            ncols = mx1 - mx0
+            dz = d0[0] + ds[0] * mz
+            for o in range(od):
+                b = bias[g * od + o] if has_bias else src.dtype.type(0)
+                plane = dst[n, g * od + o, dz]
+                res = out[o * tp: o * tp + npos]
+                for yr in range(my1 - my0):
+                    drow = plane[d0[1] + ds[1] * (my0 + yr)]
+                    seg = res[yr * ncols: (yr + 1) * ncols]
+                    if ds[2] == 1:
+                        dseg = drow[d0[2] + mx0: d0[2] + mx1]
+                        for i in range(ncols):
+                            dseg[i] = seg[i] + b
+                    else:
+                        for i in range(ncols):
+                            drow[d0[2] + ds[2] * (mx0 + i)] = seg[i] + b
+
+
+@njit(parallel=True, **JIT)
+def weight_grad(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, qlo, xrun, rows, cols,
+                ng, opad, rpad, nthreads):
+    """Per-thread partials of ``dW[g, o, :] = sum_{n, m} gout[n, g*od + o, m] patches(src)[m]``.
+
+    Returns (nthreads, G, opad, rpad); the caller sums the first axis. gout has the
+    positions of the forward output (``d0 = 0, ds = 1``).
+    """
+    nsamp = src.shape[0]
+    cs = src.shape[1] // ng
+    od = gout.shape[1] // ng
+    nyb = (m[1] + rows - 1) // rows
+    nxb = (m[2] + cols - 1) // cols
+    ntask = nsamp * ng * m[0] * nyb * nxb
+    tpad = (rows * cols + 3) // 4 * 4
+    nslab = _slab_size(cs, rows, cols, ss, offz, offy, offx)
+    nth = max(1, min(nthreads, ntask))
+    partial = np.zeros((nth, ng, opad, rpad), src.dtype)
+    zero = src.dtype.type(0)
+    for th in prange(nth):
+        slab = np.empty(nslab, src.dtype)
+        patches = np.zeros(tpad * rpad, src.dtype)
+        gbuf = np.zeros(opad * tpad, src.dtype)
+        for task in range(th, ntask, nth):
+            n, g, mz, my0, my1, mx0, mx1 = _tile_bounds(
+                task, ng, m[0], nyb, nxb, m[1], m[2], rows, cols)
+            npos = _fill_patches(src, n, g * cs, cs, mz, my0, my1, mx0, mx1, ss, offz, offy,
+                                 offx, mapz, mapy, mapx, qlo, xrun, slab, patches, rpad)
+            tp = (npos + 3) // 4 * 4
+            ncols = mx1 - mx0
+            for o in range(opad):
+                gb = gbuf[o * tp: (o + 1) * tp]
+                if o >= od:
+                    for i in range(tp):
+                        gb[i] = zero
+                    continue
+                plane = gout[n, g * od + o, mz]
+                for yr in range(my1 - my0):
+                    grow = plane[my0 + yr, mx0: mx1]
+                    seg = gb[yr * ncols: (yr + 1) * ncols]
+                    for i in range(ncols):
+                        seg[i] = grow[i]
+                for i in range(npos, tp):
+                    gb[i] = zero
+            _outer_tile(gbuf, patches, partial[th, g], opad, tp, rpad)
+    return partial
+
+
+@njit(parallel=True, **JIT)
+def bias_grad(gout):
+    """``db[o] = sum over n and positions of gout[n, o]`` (gout 3-D: (N, O, P))."""
+    nsamp, nout, npos = gout.shape
+    res = np.zeros(nout, gout.dtype)
+    for o in prange(nout):
+        acc = gout.dtype.type(0)
+        for n in range(nsamp):
+            row = gout[n, o]
+            for i in range(npos):
+                acc += row[i]
+        res[o] = acc
+    return res
+
+
+@njit(parallel=True, **JIT)
+def pad_adjoint(gpad, out, mapz, mapy, mapx):
+    """Fold a gradient over the padded grid back onto the source (reflect, replicate,
+    circular): ``out[.., mz[a], my[b], mx[c]] += gpad[.., a, b, c]``. Parallel over
+    (sample, channel) planes, each owned by one iteration."""
+    nsamp, nch = gpad.shape[0], gpad.shape[1]
+    for t in prange(nsamp * nch):
+        n = t // nch
+        c = t - n * nch
+        dst = out[n, c]
+        src = gpad[n, c]
+        for a in range(src.shape[0]):
+            for b in range(src.shape[1]):
+                row = src[a, b]
+                drow = dst[mapz[a], mapy[b]]
+                for e in range(src.shape[2]):
+                    drow[mapx[e]] += row[e]
