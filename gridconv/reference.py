@@ -303,7 +303,7 @@ def _spatial_flip(weight: np.ndarray) -> np.ndarray:
 
 
 # In every einsum below: n = batch, g = group, c = input channel within its group,
-# o = output channel within its group, "..." = the spatial axes.
+# o = output channel within its group, "..." = the spatial axes (p: flattened into one).
 
 
 def _correlate(xpad: np.ndarray, weight: np.ndarray, geom: ConvGeometry,
