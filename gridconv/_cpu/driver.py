@@ -53,6 +53,20 @@ def _tile(m, rpad: int, itemsize: int, outer_tasks: int) -> tuple[int, int]:
     return rows, cols
 
 
+def _direct_tile(m, outer_tasks: int) -> tuple[int, int]:
+    """Tiles of whole rows (up to 2048 positions) for the direct kernels."""
+    cols = int(min(m[2], 2048))
+    rows = int(max(1, min(m[1], 2048 // cols)))
+    want = 4 * numba.get_num_threads()
+    while outer_tasks * int(m[0]) * -(-int(m[1]) // rows) * -(-int(m[2]) // cols) < want and (
+            rows > 1 or cols > 64):
+        if rows > 1:
+            rows = -(-rows // 2)
+        else:
+            cols = -(-cols // 2)
+    return rows, cols
+
+
 def pack_weight(w6: np.ndarray, axes: list[Axis]) -> np.ndarray:
     """(G, D, S, Kz, Ky, Kx) -> (G, Dpad, Rpad): rows per destination channel, the
     reduction laid out (tz, ty, tx, s) in tap order, zero-padded to the 2x8 blocking."""
@@ -69,10 +83,16 @@ def gather(src: np.ndarray, w6: np.ndarray, bias, dst: np.ndarray, axes: list[Ax
     """Run the gather kernel for one set of tap tables, writing ``dst`` in place."""
     if any(a.m == 0 for a in axes):
         return
-    wmat = pack_weight(w6, axes)
     m, d0, ds, ss, qlo, offs, maps = _tables(axes)
-    rows, cols = _tile(m, wmat.shape[2], src.itemsize, src.shape[0] * wmat.shape[0])
     b = np.empty(0, dtype=src.dtype) if bias is None else bias
+    if w6.shape[1] == 1 and w6.shape[2] == 1:  # one channel in and out per group
+        taps = w6[:, 0, 0][:, axes[0].kidx][:, :, axes[1].kidx][:, :, :, axes[2].kidx]
+        rows, cols = _direct_tile(m, src.shape[0] * w6.shape[0])
+        k.gather_direct(src, np.ascontiguousarray(taps), b, dst, m, d0, ds, ss, *offs, *maps,
+                        qlo, rows, cols, numba.get_num_threads())
+        return
+    wmat = pack_weight(w6, axes)
+    rows, cols = _tile(m, wmat.shape[2], src.itemsize, src.shape[0] * wmat.shape[0])
     k.gather(src, wmat, b, dst, m, d0, ds, ss, *offs, *maps, qlo, axes[2].consecutive,
              rows, cols, numba.get_num_threads())
 
@@ -100,9 +120,14 @@ def weight_grad(src: np.ndarray, gout: np.ndarray, groups: int, axes: list[Axis]
     d = gout.shape[1] // groups
     s = src.shape[1] // groups
     t = [a.taps for a in axes]
+    m, _, _, ss, qlo, offs, maps = _tables(axes)
+    if d == 1 and s == 1:
+        rows, cols = _direct_tile(m, src.shape[0] * groups)
+        part = k.weight_grad_direct(src, gout, m, ss, *offs, *maps, qlo, rows, cols,
+                                    numba.get_num_threads())
+        return part.sum(axis=0).reshape(groups, 1, 1, t[0], t[1], t[2])
     r = t[0] * t[1] * t[2] * s
     opad, rpad = _round_up(d, 2), _round_up(r, 8)
-    m, _, _, ss, qlo, offs, maps = _tables(axes)
     rows, cols = _tile(m, rpad, src.itemsize, src.shape[0] * groups)
     part = k.weight_grad(src, gout, m, ss, *offs, *maps, qlo, axes[2].consecutive, rows, cols,
                          groups, opad, rpad, numba.get_num_threads())

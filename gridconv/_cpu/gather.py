@@ -52,9 +52,10 @@ def _tile_bounds(task, ng, nmz, nyb, nxb, my_all, mx_all, rows, cols):
 
 
 @njit(**JIT)
-def _fill_patches(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, offx,
-                  mapz, mapy, mapx, qlo, xrun, slab, patches, rpad):
-    """Slab then position-major patches for one tile; returns the number of positions."""
+def _fill_slab(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, offx,
+               mapz, mapy, mapx, qlo, slab):
+    """Copy the source region a tile reads into ``slab``, channels-last (zs, ys, xs, cs);
+    returns (ys, xs)."""
     zero = src.dtype.type(0)
     iz_size, iy_size, ix_size = src.shape[2], src.shape[3], src.shape[4]
     z0 = ss[0] * mz + offz[0]
@@ -91,6 +92,16 @@ def _fill_patches(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, offx,
                 for xx in range(xb, xs):
                     ix = _lookup(mapx, qlo[2], x0 + xx)
                     slab[base + xx * cs + c] = row[ix] if ix >= 0 else zero
+    return ys, xs
+
+
+@njit(**JIT)
+def _fill_patches(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, offx,
+                  mapz, mapy, mapx, qlo, xrun, slab, patches, rpad):
+    """Slab then position-major patches for one tile; returns the number of positions."""
+    zero = src.dtype.type(0)
+    ys, xs = _fill_slab(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, offx,
+                        mapz, mapy, mapx, qlo, slab)
     ncols = mx1 - mx0
     npos = (my1 - my0) * ncols
     tz, ty, tx = offz.shape[0], offy.shape[0], offx.shape[0]
@@ -301,6 +312,154 @@ def weight_grad(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, qlo, xrun,
                 for i in range(npos, tp):
                     gb[i] = zero
             _outer_tile(gbuf, patches, partial[th, g], opad, tp, rpad)
+    return partial
+
+
+# ---- one channel in, one out per group (depthwise, single-channel filtering) ----------
+# The patch layout would spend a dot product of a few taps per output; here each tap is
+# an axpy of a whole slab row into a row accumulator, vectorised along x instead.
+
+@njit(parallel=True, **JIT)
+def gather_direct(src, wtaps, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, mapy, mapx,
+                  qlo, rows, cols, nthreads):
+    """:func:`gather` for one source and one destination channel per group.
+
+    wtaps : (G, Tz, Ty, Tx) weights of the taps; other arguments as :func:`gather`.
+    """
+    ng = wtaps.shape[0]
+    nsamp = src.shape[0]
+    nyb = (m[1] + rows - 1) // rows
+    nxb = (m[2] + cols - 1) // cols
+    ntask = nsamp * ng * m[0] * nyb * nxb
+    nslab = _slab_size(1, rows, cols, ss, offz, offy, offx)
+    nth = max(1, min(nthreads, ntask))
+    has_bias = bias.shape[0] > 0
+    zero = src.dtype.type(0)
+    tz, ty, tx = offz.shape[0], offy.shape[0], offx.shape[0]
+    sx = ss[2]
+    flat = ss[1] == 1 and ss[2] == 1
+    for th in prange(nth):
+        slab = np.empty(nslab, src.dtype)
+        acc = np.empty(max(nslab, rows * cols), src.dtype)
+        for task in range(th, ntask, nth):
+            n, g, mz, my0, my1, mx0, mx1 = _tile_bounds(
+                task, ng, m[0], nyb, nxb, m[1], m[2], rows, cols)
+            ys, xs = _fill_slab(src, n, g, 1, mz, my0, my1, mx0, mx1, ss, offz, offy, offx,
+                                mapz, mapy, mapx, qlo, slab)
+            ncols = mx1 - mx0
+            nrows = my1 - my0
+            b = bias[g] if has_bias else zero
+            plane = dst[n, g, d0[0] + ds[0] * mz]
+            w = wtaps[g]
+            if flat:
+                # Output rows laid out with the slab's row stride xs: one long axpy per
+                # tap covers the whole tile (the xs - ncols gap columns are discarded).
+                span = (nrows - 1) * xs + ncols
+                a_ = acc[:span]
+                for i in range(span):
+                    a_[i] = b
+                for a in range(tz):
+                    for bb in range(ty):
+                        for e in range(tx):
+                            wv = w[a, bb, e]
+                            start = ((offz[a] - offz[0]) * ys + offy[bb] - offy[0]) * xs \
+                                + offx[e] - offx[0]
+                            seg = slab[start: start + span]
+                            for i in range(span):
+                                a_[i] += wv * seg[i]
+                rstride = xs
+            else:
+                for yr in range(nrows):
+                    a_ = acc[yr * ncols: (yr + 1) * ncols]
+                    for i in range(ncols):
+                        a_[i] = b
+                    for a in range(tz):
+                        zz = offz[a] - offz[0]
+                        for bb in range(ty):
+                            base = (zz * ys + yr * ss[1] + offy[bb] - offy[0]) * xs
+                            for e in range(tx):
+                                wv = w[a, bb, e]
+                                start = base + offx[e] - offx[0]
+                                for i in range(ncols):
+                                    a_[i] += wv * slab[start + i * sx]
+                rstride = ncols
+            for yr in range(nrows):
+                res = acc[yr * rstride: yr * rstride + ncols]
+                drow = plane[d0[1] + ds[1] * (my0 + yr)]
+                if ds[2] == 1:
+                    dseg = drow[d0[2] + mx0: d0[2] + mx1]
+                    for i in range(ncols):
+                        dseg[i] = res[i]
+                else:
+                    for i in range(ncols):
+                        drow[d0[2] + ds[2] * (mx0 + i)] = res[i]
+
+
+@njit(parallel=True, **JIT)
+def weight_grad_direct(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, qlo, rows, cols,
+                       nthreads):
+    """:func:`weight_grad` for one channel in and out per group: per-thread partials
+    (nthreads, G, Tz, Ty, Tx) of ``sum gout[n, g, m] * src[n, g, ss*m + off]``."""
+    ng = src.shape[1]
+    nsamp = src.shape[0]
+    nyb = (m[1] + rows - 1) // rows
+    nxb = (m[2] + cols - 1) // cols
+    ntask = nsamp * ng * m[0] * nyb * nxb
+    nslab = _slab_size(1, rows, cols, ss, offz, offy, offx)
+    nth = max(1, min(nthreads, ntask))
+    tz, ty, tx = offz.shape[0], offy.shape[0], offx.shape[0]
+    partial = np.zeros((nth, ng, tz, ty, tx), src.dtype)
+    sx = ss[2]
+    flat = ss[1] == 1 and ss[2] == 1
+    zero = src.dtype.type(0)
+    for th in prange(nth):
+        slab = np.empty(nslab, src.dtype)
+        gflat = np.empty(nslab, src.dtype)
+        for task in range(th, ntask, nth):
+            n, g, mz, my0, my1, mx0, mx1 = _tile_bounds(
+                task, ng, m[0], nyb, nxb, m[1], m[2], rows, cols)
+            ys, xs = _fill_slab(src, n, g, 1, mz, my0, my1, mx0, mx1, ss, offz, offy, offx,
+                                mapz, mapy, mapx, qlo, slab)
+            ncols = mx1 - mx0
+            nrows = my1 - my0
+            plane = gout[n, g, mz]
+            part = partial[th, g]
+            if flat:
+                # The output gradient laid out with the slab's row stride (zeros in the
+                # gap columns): one long dot product per tap.
+                span = (nrows - 1) * xs + ncols
+                gf = gflat[:span]
+                for yr in range(nrows):
+                    grow = plane[my0 + yr, mx0: mx1]
+                    seg = gf[yr * xs: yr * xs + ncols]
+                    for i in range(ncols):
+                        seg[i] = grow[i]
+                    if yr < nrows - 1:
+                        for i in range(yr * xs + ncols, (yr + 1) * xs):
+                            gf[i] = zero
+                for a in range(tz):
+                    for bb in range(ty):
+                        for e in range(tx):
+                            start = ((offz[a] - offz[0]) * ys + offy[bb] - offy[0]) * xs \
+                                + offx[e] - offx[0]
+                            seg = slab[start: start + span]
+                            acc = zero
+                            for i in range(span):
+                                acc += gf[i] * seg[i]
+                            part[a, bb, e] += acc
+                continue
+            for yr in range(nrows):
+                grow = plane[my0 + yr, mx0: mx1]
+                for a in range(tz):
+                    zz = offz[a] - offz[0]
+                    for bb in range(ty):
+                        base = (zz * ys + yr * ss[1] + offy[bb] - offy[0]) * xs
+                        for e in range(tx):
+                            start = base + offx[e] - offx[0]
+                            acc = zero
+                            for i in range(ncols):
+                                acc += grow[i] * slab[start + i * sx]
+                            part[a, bb, e] += acc
     return partial
 
 
