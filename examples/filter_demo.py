@@ -17,6 +17,7 @@ Usage::
 
     python examples/filter_demo.py              # print the report
     python examples/filter_demo.py --save out/  # also write PNGs of inputs and results
+    python examples/filter_demo.py --dtype float32
 
 The script exits with status 1 if any check fails. The first run compiles the Numba
 kernels (cached on disk for later runs).
@@ -151,13 +152,14 @@ def demo_2d(dtype, checks: list, images: dict) -> None:
     xr = np.ascontiguousarray(rgb.transpose(2, 0, 1))[None]  # (1, 3, H, W)
     wd = kernels.as_weight(kernels.gaussian(1.5, dtype=dtype), in_channels=3, depthwise=True)
     kd = wd[0, 0]
-    print(f"    depthwise weight {wd.shape}: one {kd.shape[0]}x{kd.shape[1]} kernel per channel")
     rgb_blur = compare("depthwise RGB blur, groups=3 (13x13 kernel)", xr.shape,
                        lambda: gridconv.conv(xr, wd, groups=3, **same)[0],
                        lambda: np.stack([ndimage.correlate(rgb[..., c], kd,
                                                            mode=SCIPY_MODE[mode])
                                          for c in range(3)]),
                        "ndimage.correlate x3", dtype)
+    print(f"    weight {wd.shape}: the same {kd.shape[0]}x{kd.shape[1]} Gaussian for each "
+          f"channel (RGB input transposed to channels-first)")
     images.update(camera=cam, camera_sobel=edges / edges.max(), camera_blur=blurred,
                   astronaut=rgb, astronaut_blur=rgb_blur.transpose(1, 2, 0))
 
@@ -237,8 +239,11 @@ def demo_3d(dtype, checks: list, images: dict) -> None:
     checks.append(check("3-D Sobel vs gridconv.reference (20x25x25)",
                         gridconv.conv(crop, ws, **same),
                         reference.conv(crop.astype(np.float64), ws, **same), dtype))
-    images.update(volume_slice=vol[:, 12, :], volume_smooth_slice=smooth[:, 12, :],
-                  volume_sobel_slice=grad[:, 12, :] / grad.max())
+    def montage(v):  # slices 96..103 side by side, 4x enlarged
+        return np.kron(np.hstack(list(v[96:104])), np.ones((4, 4)))
+
+    images.update(volume=montage(vol), volume_smooth=montage(smooth),
+                  volume_sobel=montage(grad / grad.max()))
 
 
 # ------------------------------------------------------------------------ gradients ---
@@ -246,9 +251,9 @@ def demo_3d(dtype, checks: list, images: dict) -> None:
 def demo_gradients(checks: list) -> None:
     print("\n(d) gradients: conv_backward vs central finite differences (float64)")
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((2, 3, 7, 6))
-    w = rng.standard_normal((4, 3, 3, 3))
-    b = rng.standard_normal(4)
+    x = rng.standard_normal((1, 2, 7, 6))
+    w = rng.standard_normal((3, 2, 3, 3))
+    b = rng.standard_normal(3)
     params = dict(stride=2, padding="same", dilation=(1, 2), padding_mode="reflect")
     gy = rng.standard_normal(gridconv.conv(x, w, b, **params).shape)
     print(f"    x {x.shape}, weight {w.shape}, bias {b.shape}, {params}")
@@ -332,6 +337,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--save", metavar="DIR", type=Path,
                         help="write PNGs of the inputs and filtered images to DIR")
+    parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                        help="dtype of the filtered data (default float64; float32 compiles "
+                             "a second set of kernels on the first run)")
     args = parser.parse_args(argv)
 
     t_start = time.perf_counter()
@@ -342,19 +350,20 @@ def main(argv=None) -> int:
           "single-threaded.")
 
     # Compile (or load from the on-disk cache) the kernels used below, and say how long.
+    dtype = np.dtype(args.dtype)
     t0 = time.perf_counter()
-    for dt in (np.float32, np.float64):
-        gridconv.conv(np.ones((1, 1, 4, 4), dt), np.ones((1, 1, 3, 3), dt))
-    gridconv.conv_backward(np.ones((1, 1, 2, 2)), np.ones((1, 1, 4, 4)),
-                           np.ones((1, 1, 3, 3)), np.ones(1), padding_mode="reflect",
+    for c_out in (1, 2):  # one channel per group (direct kernel), several (patch kernel)
+        gridconv.conv(np.ones((1, 1, 4, 4), dtype), np.ones((c_out, 1, 3, 3), dtype))
+    gridconv.conv_backward(np.ones((1, 3, 2, 2)), np.ones((1, 2, 4, 4)),
+                           np.ones((3, 2, 3, 3)), np.ones(3), padding_mode="reflect",
                            padding=1, stride=2)
     print(f"kernels compiled or loaded from the cache in {time.perf_counter() - t0:.1f} s")
 
     checks: list[bool] = []
     images: dict = {}
-    demo_2d(np.float32, checks, images)
-    demo_1d(np.float64, checks, images)
-    demo_3d(np.float32, checks, images)
+    demo_2d(dtype, checks, images)
+    demo_1d(dtype, checks, images)
+    demo_3d(dtype, checks, images)
     demo_gradients(checks)
 
     checks.extend(r["ok"] for r in RESULTS)

@@ -16,6 +16,22 @@ from . import gather as k
 
 # Bytes of patches per thread: with the slab and output tile this stays near the 512 KB L2.
 _PATCH_BYTES = 160 * 1024
+# Below this many multiply-adds a call runs on one thread: waking (and, on a loaded
+# machine, waiting for) a second thread costs more than the work.
+_SERIAL_WORK = 1 << 18
+
+
+def _run(kernel, work: int, *args):
+    """Call a parallel kernel with the thread count as its last argument; small problems
+    get one thread, and the parallel region itself is narrowed to that thread."""
+    if work >= _SERIAL_WORK:
+        return kernel(*args, numba.get_num_threads())
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        return kernel(*args, 1)
+    finally:
+        numba.set_num_threads(before)
 
 
 def _round_up(v: int, m: int) -> int:
@@ -88,13 +104,15 @@ def gather(src: np.ndarray, w6: np.ndarray, bias, dst: np.ndarray, axes: list[Ax
     if w6.shape[1] == 1 and w6.shape[2] == 1:  # one channel in and out per group
         taps = w6[:, 0, 0][:, axes[0].kidx][:, :, axes[1].kidx][:, :, :, axes[2].kidx]
         rows, cols = _direct_tile(m, src.shape[0] * w6.shape[0])
-        k.gather_direct(src, np.ascontiguousarray(taps), b, dst, m, d0, ds, ss, *offs, *maps,
-                        qlo, rows, cols, numba.get_num_threads())
+        work = src.shape[0] * w6.shape[0] * int(np.prod(m)) * taps[0].size
+        _run(k.gather_direct, work, src, np.ascontiguousarray(taps), b, dst, m, d0, ds, ss,
+             *offs, *maps, qlo, rows, cols)
         return
     wmat = pack_weight(w6, axes)
     rows, cols = _tile(m, wmat.shape[2], src.itemsize, src.shape[0] * wmat.shape[0])
-    k.gather(src, wmat, b, dst, m, d0, ds, ss, *offs, *maps, qlo, axes[2].consecutive,
-             rows, cols, numba.get_num_threads())
+    work = src.shape[0] * int(np.prod(m)) * wmat.size
+    _run(k.gather, work, src, wmat, b, dst, m, d0, ds, ss, *offs, *maps, qlo,
+         axes[2].consecutive, rows, cols)
 
 
 def input_grad(gout: np.ndarray, w6: np.ndarray, bias, dst: np.ndarray, geom) -> None:
@@ -123,14 +141,16 @@ def weight_grad(src: np.ndarray, gout: np.ndarray, groups: int, axes: list[Axis]
     m, _, _, ss, qlo, offs, maps = _tables(axes)
     if d == 1 and s == 1:
         rows, cols = _direct_tile(m, src.shape[0] * groups)
-        part = k.weight_grad_direct(src, gout, m, ss, *offs, *maps, qlo, rows, cols,
-                                    numba.get_num_threads())
+        work = src.shape[0] * groups * int(np.prod(m)) * t[0] * t[1] * t[2]
+        part = _run(k.weight_grad_direct, work, src, gout, m, ss, *offs, *maps, qlo, rows,
+                    cols)
         return part.sum(axis=0).reshape(groups, 1, 1, t[0], t[1], t[2])
     r = t[0] * t[1] * t[2] * s
     opad, rpad = _round_up(d, 2), _round_up(r, 8)
     rows, cols = _tile(m, rpad, src.itemsize, src.shape[0] * groups)
-    part = k.weight_grad(src, gout, m, ss, *offs, *maps, qlo, axes[2].consecutive, rows, cols,
-                         groups, opad, rpad, numba.get_num_threads())
+    work = src.shape[0] * groups * int(np.prod(m)) * opad * rpad
+    part = _run(k.weight_grad, work, src, gout, m, ss, *offs, *maps, qlo, axes[2].consecutive,
+                rows, cols, groups, opad, rpad)
     total = part.sum(axis=0)[:, :d, :r]
     return total.reshape(groups, d, t[0], t[1], t[2], s).transpose(0, 1, 5, 2, 3, 4)
 
