@@ -21,6 +21,10 @@ _PATCH_BYTES = 160 * 1024
 _SERIAL_WORK = 1 << 18
 
 
+# Destination channels per group up to which the direct (axpy) kernel beats patches.
+_DIRECT_MAX_OUT = 2
+
+
 def _run(kernel, work: int, *args):
     """Call a parallel kernel with the thread count as its last argument; small problems
     get one thread, and the parallel region itself is narrowed to that thread."""
@@ -101,10 +105,10 @@ def gather(src: np.ndarray, w6: np.ndarray, bias, dst: np.ndarray, axes: list[Ax
         return
     m, d0, ds, ss, qlo, offs, maps = _tables(axes)
     b = np.empty(0, dtype=src.dtype) if bias is None else bias
-    if w6.shape[1] == 1 and w6.shape[2] == 1:  # one channel in and out per group
-        taps = w6[:, 0, 0][:, axes[0].kidx][:, :, axes[1].kidx][:, :, :, axes[2].kidx]
+    if w6.shape[1] <= _DIRECT_MAX_OUT:  # few destination channels per group
+        taps = w6[:, :, :, axes[0].kidx][:, :, :, :, axes[1].kidx][:, :, :, :, :, axes[2].kidx]
         rows, cols = _direct_tile(m, src.shape[0] * w6.shape[0])
-        work = src.shape[0] * w6.shape[0] * int(np.prod(m)) * taps[0].size
+        work = src.shape[0] * int(np.prod(m)) * taps.size
         _run(k.gather_direct, work, src, np.ascontiguousarray(taps), b, dst, m, d0, ds, ss,
              *offs, *maps, qlo, rows, cols)
         return
@@ -139,12 +143,14 @@ def weight_grad(src: np.ndarray, gout: np.ndarray, groups: int, axes: list[Axis]
     s = src.shape[1] // groups
     t = [a.taps for a in axes]
     m, _, _, ss, qlo, offs, maps = _tables(axes)
-    if d == 1 and s == 1:
+    flat = axes[1].ss == 1 and axes[2].ss == 1
+    if (d == 1 and s == 1) or (flat and (d == 1 or s == 1)):
+        # a single output or input channel: dot products of contiguous slab runs
         rows, cols = _direct_tile(m, src.shape[0] * groups)
-        work = src.shape[0] * groups * int(np.prod(m)) * t[0] * t[1] * t[2]
+        work = src.shape[0] * groups * int(np.prod(m)) * d * s * t[0] * t[1] * t[2]
         part = _run(k.weight_grad_direct, work, src, gout, m, ss, *offs, *maps, qlo, rows,
-                    cols)
-        return part.sum(axis=0).reshape(groups, 1, 1, t[0], t[1], t[2])
+                    cols, groups)
+        return part.sum(axis=0)
     r = t[0] * t[1] * t[2] * s
     opad, rpad = _round_up(d, 2), _round_up(r, 8)
     rows, cols = _tile(m, rpad, src.itemsize, src.shape[0] * groups)

@@ -315,23 +315,35 @@ def weight_grad(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, qlo, xrun,
     return partial
 
 
-# ---- one channel in, one out per group (depthwise, single-channel filtering) ----------
-# The patch layout would spend a dot product of a few taps per output; here each tap is
-# an axpy of a whole slab row into a row accumulator, vectorised along x instead.
+# ---- few destination channels per group (depthwise, single-channel filtering, the
+# input gradient of few-channel convs) -------------------------------------------------
+# The patch layout would spend a whole patch copy on one or two dot products; here each
+# (channel, tap) is an axpy of a slab run into a row accumulator, vectorised along x.
+# Slabs are planar here (one (zs, ys, xs) block per source channel).
+
+@njit(**JIT)
+def _fill_planes(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, offx, mapz, mapy,
+                 mapx, qlo, slab, plane):
+    ys = xs = 0
+    for c in range(cs):
+        ys, xs = _fill_slab(src, n, c0 + c, 1, mz, my0, my1, mx0, mx1, ss, offz, offy, offx,
+                            mapz, mapy, mapx, qlo, slab[c * plane: (c + 1) * plane])
+    return ys, xs
+
 
 @njit(parallel=True, **JIT)
 def gather_direct(src, wtaps, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, mapy, mapx,
                   qlo, rows, cols, nthreads):
-    """:func:`gather` for one source and one destination channel per group.
+    """:func:`gather` for few destination channels per group.
 
-    wtaps : (G, Tz, Ty, Tx) weights of the taps; other arguments as :func:`gather`.
+    wtaps : (G, od, cs, Tz, Ty, Tx) weights of the taps; other arguments as :func:`gather`.
     """
-    ng = wtaps.shape[0]
+    ng, od, cs = wtaps.shape[0], wtaps.shape[1], wtaps.shape[2]
     nsamp = src.shape[0]
     nyb = (m[1] + rows - 1) // rows
     nxb = (m[2] + cols - 1) // cols
     ntask = nsamp * ng * m[0] * nyb * nxb
-    nslab = _slab_size(1, rows, cols, ss, offz, offy, offx)
+    plane = _slab_size(1, rows, cols, ss, offz, offy, offx)
     nth = max(1, min(nthreads, ntask))
     has_bias = bias.shape[0] > 0
     zero = src.dtype.type(0)
@@ -339,127 +351,137 @@ def gather_direct(src, wtaps, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, 
     sx = ss[2]
     flat = ss[1] == 1 and ss[2] == 1
     for th in prange(nth):
-        slab = np.empty(nslab, src.dtype)
-        acc = np.empty(max(nslab, rows * cols), src.dtype)
+        slab = np.empty(plane * cs, src.dtype)
+        acc = np.empty(max(plane, rows * cols), src.dtype)
         for task in range(th, ntask, nth):
             n, g, mz, my0, my1, mx0, mx1 = _tile_bounds(
                 task, ng, m[0], nyb, nxb, m[1], m[2], rows, cols)
-            ys, xs = _fill_slab(src, n, g, 1, mz, my0, my1, mx0, mx1, ss, offz, offy, offx,
-                                mapz, mapy, mapx, qlo, slab)
+            ys, xs = _fill_planes(src, n, g * cs, cs, mz, my0, my1, mx0, mx1, ss, offz, offy,
+                                  offx, mapz, mapy, mapx, qlo, slab, plane)
             ncols = mx1 - mx0
             nrows = my1 - my0
-            b = bias[g] if has_bias else zero
-            plane = dst[n, g, d0[0] + ds[0] * mz]
-            w = wtaps[g]
-            if flat:
-                # Output rows laid out with the slab's row stride xs: one long axpy per
-                # tap covers the whole tile (the xs - ncols gap columns are discarded).
-                span = (nrows - 1) * xs + ncols
-                a_ = acc[:span]
-                for i in range(span):
-                    a_[i] = b
-                for a in range(tz):
-                    for bb in range(ty):
-                        for e in range(tx):
-                            wv = w[a, bb, e]
-                            start = ((offz[a] - offz[0]) * ys + offy[bb] - offy[0]) * xs \
-                                + offx[e] - offx[0]
-                            seg = slab[start: start + span]
-                            for i in range(span):
-                                a_[i] += wv * seg[i]
-                rstride = xs
-            else:
-                for yr in range(nrows):
-                    a_ = acc[yr * ncols: (yr + 1) * ncols]
-                    for i in range(ncols):
+            for o in range(od):
+                b = bias[g * od + o] if has_bias else zero
+                w = wtaps[g, o]
+                if flat:
+                    # Rows laid out with the slab's row stride xs: one long axpy per
+                    # (channel, tap) covers the tile (the gap columns are discarded).
+                    span = (nrows - 1) * xs + ncols
+                    a_ = acc[:span]
+                    for i in range(span):
                         a_[i] = b
-                    for a in range(tz):
-                        zz = offz[a] - offz[0]
-                        for bb in range(ty):
-                            base = (zz * ys + yr * ss[1] + offy[bb] - offy[0]) * xs
-                            for e in range(tx):
-                                wv = w[a, bb, e]
-                                start = base + offx[e] - offx[0]
-                                for i in range(ncols):
-                                    a_[i] += wv * slab[start + i * sx]
-                rstride = ncols
-            for yr in range(nrows):
-                res = acc[yr * rstride: yr * rstride + ncols]
-                drow = plane[d0[1] + ds[1] * (my0 + yr)]
-                if ds[2] == 1:
-                    dseg = drow[d0[2] + mx0: d0[2] + mx1]
-                    for i in range(ncols):
-                        dseg[i] = res[i]
+                    for c in range(cs):
+                        sl = slab[c * plane: (c + 1) * plane]
+                        for a in range(tz):
+                            for bb in range(ty):
+                                base = ((offz[a] - offz[0]) * ys + offy[bb] - offy[0]) * xs
+                                for e in range(tx):
+                                    wv = w[c, a, bb, e]
+                                    seg = sl[base + offx[e] - offx[0]:]
+                                    for i in range(span):
+                                        a_[i] += wv * seg[i]
+                    rstride = xs
                 else:
-                    for i in range(ncols):
-                        drow[d0[2] + ds[2] * (mx0 + i)] = res[i]
+                    for yr in range(nrows):
+                        a_ = acc[yr * ncols: (yr + 1) * ncols]
+                        for i in range(ncols):
+                            a_[i] = b
+                        for c in range(cs):
+                            sl = slab[c * plane: (c + 1) * plane]
+                            for a in range(tz):
+                                zz = offz[a] - offz[0]
+                                for bb in range(ty):
+                                    base = (zz * ys + yr * ss[1] + offy[bb] - offy[0]) * xs
+                                    for e in range(tx):
+                                        wv = w[c, a, bb, e]
+                                        start = base + offx[e] - offx[0]
+                                        for i in range(ncols):
+                                            a_[i] += wv * sl[start + i * sx]
+                    rstride = ncols
+                dplane = dst[n, g * od + o, d0[0] + ds[0] * mz]
+                for yr in range(nrows):
+                    res = acc[yr * rstride: yr * rstride + ncols]
+                    drow = dplane[d0[1] + ds[1] * (my0 + yr)]
+                    if ds[2] == 1:
+                        dseg = drow[d0[2] + mx0: d0[2] + mx1]
+                        for i in range(ncols):
+                            dseg[i] = res[i]
+                    else:
+                        for i in range(ncols):
+                            drow[d0[2] + ds[2] * (mx0 + i)] = res[i]
 
 
 @njit(parallel=True, **JIT)
 def weight_grad_direct(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, qlo, rows, cols,
-                       nthreads):
-    """:func:`weight_grad` for one channel in and out per group: per-thread partials
-    (nthreads, G, Tz, Ty, Tx) of ``sum gout[n, g, m] * src[n, g, ss*m + off]``."""
-    ng = src.shape[1]
+                       ng, nthreads):
+    """:func:`weight_grad` by dot products of slab runs with the output gradient:
+    per-thread partials (nthreads, G, od, cs, Tz, Ty, Tx) of
+    ``sum gout[n, g*od + o, m] * src[n, g*cs + c, ss*m + off]``."""
     nsamp = src.shape[0]
+    cs = src.shape[1] // ng
+    od = gout.shape[1] // ng
     nyb = (m[1] + rows - 1) // rows
     nxb = (m[2] + cols - 1) // cols
     ntask = nsamp * ng * m[0] * nyb * nxb
-    nslab = _slab_size(1, rows, cols, ss, offz, offy, offx)
+    plane = _slab_size(1, rows, cols, ss, offz, offy, offx)
     nth = max(1, min(nthreads, ntask))
     tz, ty, tx = offz.shape[0], offy.shape[0], offx.shape[0]
-    partial = np.zeros((nth, ng, tz, ty, tx), src.dtype)
+    partial = np.zeros((nth, ng, od, cs, tz, ty, tx), src.dtype)
     sx = ss[2]
     flat = ss[1] == 1 and ss[2] == 1
     zero = src.dtype.type(0)
     for th in prange(nth):
-        slab = np.empty(nslab, src.dtype)
-        gflat = np.empty(nslab, src.dtype)
+        slab = np.empty(plane * cs, src.dtype)
+        gflat = np.empty(max(plane, rows * cols), src.dtype)
         for task in range(th, ntask, nth):
             n, g, mz, my0, my1, mx0, mx1 = _tile_bounds(
                 task, ng, m[0], nyb, nxb, m[1], m[2], rows, cols)
-            ys, xs = _fill_slab(src, n, g, 1, mz, my0, my1, mx0, mx1, ss, offz, offy, offx,
-                                mapz, mapy, mapx, qlo, slab)
+            ys, xs = _fill_planes(src, n, g * cs, cs, mz, my0, my1, mx0, mx1, ss, offz, offy,
+                                  offx, mapz, mapy, mapx, qlo, slab, plane)
             ncols = mx1 - mx0
             nrows = my1 - my0
-            plane = gout[n, g, mz]
-            part = partial[th, g]
-            if flat:
-                # The output gradient laid out with the slab's row stride (zeros in the
-                # gap columns): one long dot product per tap.
-                span = (nrows - 1) * xs + ncols
-                gf = gflat[:span]
+            for o in range(od):
+                gplane = gout[n, g * od + o, mz]
+                part = partial[th, g, o]
+                if flat:
+                    # The output gradient laid out with the slab's row stride (zeros in
+                    # the gap columns): one long dot product per (channel, tap).
+                    span = (nrows - 1) * xs + ncols
+                    gf = gflat[:span]
+                    for yr in range(nrows):
+                        grow = gplane[my0 + yr, mx0: mx1]
+                        seg = gf[yr * xs: yr * xs + ncols]
+                        for i in range(ncols):
+                            seg[i] = grow[i]
+                        if yr < nrows - 1:
+                            for i in range(yr * xs + ncols, (yr + 1) * xs):
+                                gf[i] = zero
+                    for c in range(cs):
+                        sl = slab[c * plane: (c + 1) * plane]
+                        for a in range(tz):
+                            for bb in range(ty):
+                                base = ((offz[a] - offz[0]) * ys + offy[bb] - offy[0]) * xs
+                                for e in range(tx):
+                                    seg = sl[base + offx[e] - offx[0]:]
+                                    acc = zero
+                                    for i in range(span):
+                                        acc += gf[i] * seg[i]
+                                    part[c, a, bb, e] += acc
+                    continue
                 for yr in range(nrows):
-                    grow = plane[my0 + yr, mx0: mx1]
-                    seg = gf[yr * xs: yr * xs + ncols]
-                    for i in range(ncols):
-                        seg[i] = grow[i]
-                    if yr < nrows - 1:
-                        for i in range(yr * xs + ncols, (yr + 1) * xs):
-                            gf[i] = zero
-                for a in range(tz):
-                    for bb in range(ty):
-                        for e in range(tx):
-                            start = ((offz[a] - offz[0]) * ys + offy[bb] - offy[0]) * xs \
-                                + offx[e] - offx[0]
-                            seg = slab[start: start + span]
-                            acc = zero
-                            for i in range(span):
-                                acc += gf[i] * seg[i]
-                            part[a, bb, e] += acc
-                continue
-            for yr in range(nrows):
-                grow = plane[my0 + yr, mx0: mx1]
-                for a in range(tz):
-                    zz = offz[a] - offz[0]
-                    for bb in range(ty):
-                        base = (zz * ys + yr * ss[1] + offy[bb] - offy[0]) * xs
-                        for e in range(tx):
-                            start = base + offx[e] - offx[0]
-                            acc = zero
-                            for i in range(ncols):
-                                acc += grow[i] * slab[start + i * sx]
-                            part[a, bb, e] += acc
+                    grow = gplane[my0 + yr, mx0: mx1]
+                    for c in range(cs):
+                        sl = slab[c * plane: (c + 1) * plane]
+                        for a in range(tz):
+                            zz = offz[a] - offz[0]
+                            for bb in range(ty):
+                                base = (zz * ys + yr * ss[1] + offy[bb] - offy[0]) * xs
+                                for e in range(tx):
+                                    start = base + offx[e] - offx[0]
+                                    acc = zero
+                                    for i in range(ncols):
+                                        acc += grow[i] * sl[start + i * sx]
+                                    part[c, a, bb, e] += acc
     return partial
 
 
