@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _fft
 from . import _geometry as geo
 from ._cpu import driver
 from ._params import (
@@ -171,6 +172,10 @@ def _flip(weight: np.ndarray, nd: int) -> np.ndarray:
 
 def _conv_forward(x, weight, bias, spec: _ConvSpec) -> np.ndarray:
     w = _flip(weight, spec.nd) if spec.flip else weight
+    if _fft.fft_is_faster(spec.in_shape, spec.w_shape, spec.out_shape, spec.pads,
+                          spec.dilation, spec.groups):
+        return _fft.conv_fft(x, w, bias, stride=spec.stride, pads=spec.pads,
+                             dilation=spec.dilation, groups=spec.groups, mode=spec.mode)
     x5 = x.reshape(_lift(x.shape, spec.nd))
     out = np.empty(_lift(spec.out_shape, spec.nd), dtype=x.dtype)
     w6 = _w6(np.ascontiguousarray(w), spec.groups, spec.nd, swap=False)

@@ -370,3 +370,47 @@ W2 = np.ones((2, 4, 3, 3))
 def test_bad_input_errors(call, exc, pattern):
     with pytest.raises(exc, match=pattern):
         call()
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fft_path_matches_reference(mode, dtype):
+    from gridconv import _fft
+    rng = np.random.default_rng(7)
+    cases = [
+        ((2, 4, 300), (6, 2, 41), dict(stride=(3,), padding=((40, 21),), dilation=(2,),
+                                       groups=2)),
+        ((1, 2, 40, 33), (3, 2, 9, 7), dict(stride=(1, 2), padding=((4, 4), (3, 3)),
+                                            dilation=(1, 1), groups=1)),
+        ((1, 1, 12, 10, 9), (1, 1, 5, 4, 3), dict(stride=(1, 1, 1),
+                                                  padding=((2, 2), (1, 2), (1, 1)),
+                                                  dilation=(1, 2, 1), groups=1)),
+    ]
+    for xs, ws, kw in cases:
+        x = rng.standard_normal(xs).astype(dtype)
+        w = rng.standard_normal(ws).astype(dtype)
+        b = rng.standard_normal(ws[0]).astype(dtype)
+        fkw = {**kw, "pads": kw["padding"]}
+        del fkw["padding"]
+        y = _fft.conv_fft(x, w, b, mode=mode, **fkw)
+        expected = ref.conv(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
+                            padding_mode=mode, **kw)
+        assert y.dtype == dtype and y.shape == expected.shape
+        assert rel_err(y, expected) < (5e-6 if dtype == np.float32 else 1e-12)
+
+
+def test_fft_path_is_chosen_for_large_kernels_only():
+    from gridconv import _fft
+    # 10^5 samples and a 4001-tap FIR filter: the FFT wins by far
+    assert _fft.fft_is_faster((1, 1, 100000), (1, 1, 4001), (1, 1, 100000),
+                              ((2000, 2000),), (1,), 1)
+    # a 3x3 kernel never goes to the FFT
+    assert not _fft.fft_is_faster((1, 1, 2048, 2048), (1, 1, 3, 3), (1, 1, 2048, 2048),
+                                  ((1, 1), (1, 1)), (1, 1), 1)
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((1, 1, 20000))
+    w = rng.standard_normal((1, 1, 2001))
+    y = gc.conv(x, w, padding="same", padding_mode="reflect")
+    xp = np.pad(x[0, 0], (1000, 1000), mode="reflect")
+    expected = np.correlate(xp, w[0, 0], mode="valid")
+    assert rel_err(y[0, 0], expected) < 1e-12
