@@ -540,6 +540,12 @@ def print_summary(conv_rows: list, filter_rows: list, dtype) -> None:
 # ----------------------------------------------------------------------------- main
 
 
+def progress(msg: str) -> None:
+    """Transient progress line on a terminal; nothing when stderr is redirected."""
+    if sys.stderr.isatty():
+        print(f"\r\033[K  {msg}", end="", file=sys.stderr, flush=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
@@ -596,34 +602,49 @@ def main(argv=None) -> int:
           f"{cfg.budget:g}s/measurement) | {platform.machine()} {os.cpu_count()} CPUs | "
           f"python {platform.python_version()}")
 
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # pragma: no cover - not on every platform
+        load = float("nan")
+    print(f"load average (1 min) at start: {load:.2f}"
+          + ("  WARNING: the machine is busy, timings will be noisy"
+             if load > 0.5 * (os.cpu_count() or 1) else ""))
+
     limits = threadpool_limits(limits=threads) if threadpool_limits else None
     t_start = time.perf_counter()
+    phases: dict = {}
     conv_rows, filter_rows = [], []
     try:
         if workloads:
             print()
+            t0 = time.perf_counter()
             for w in workloads:
-                print(f"  running {w.name} ...", end="\r", file=sys.stderr, flush=True)
+                progress(f"running {w.name} ...")
                 conv_rows.append(run_workload(w, dtype, cfg))
-            print(" " * 60, end="\r", file=sys.stderr)
+            progress("")
             print_conv_table(conv_rows, dtype)
+            phases["conv_s"] = time.perf_counter() - t0
         if filters:
             print()
+            t0 = time.perf_counter()
             for f in filters:
-                print(f"  running {f.name} ...", end="\r", file=sys.stderr, flush=True)
+                progress(f"running {f.name} ...")
                 filter_rows.append(run_filter(f, dtype, cfg, args.quick))
-            print(" " * 60, end="\r", file=sys.stderr)
+            progress("")
             print_filter_table(filter_rows, dtype)
+            phases["filter_s"] = time.perf_counter() - t0
         if workloads and not args.no_memory:
             print()
+            t0 = time.perf_counter()
             if memory_supported():
                 for w, row in zip(workloads, conv_rows, strict=True):
-                    print(f"  memory {w.name} ...", end="\r", file=sys.stderr, flush=True)
+                    progress(f"memory {w.name} ...")
                     row["memory"] = run_memory(w, dtype, args.threads)
-                print(" " * 60, end="\r", file=sys.stderr)
+                progress("")
                 print_memory_table(conv_rows)
             else:
                 print("memory: skipped (needs Linux /proc/self/clear_refs)")
+            phases["memory_s"] = time.perf_counter() - t0
     finally:
         if limits is not None:
             limits.restore_original_limits()
@@ -631,7 +652,8 @@ def main(argv=None) -> int:
     print()
     print_summary(conv_rows, filter_rows, dtype)
     elapsed = time.perf_counter() - t_start
-    print(f"total {elapsed:.0f} s")
+    print(f"total {elapsed:.0f} s (" + ", ".join(
+        f"{k[:-2]} {v:.0f} s" for k, v in phases.items()) + ")")
 
     if args.json:
         meta = {
@@ -642,6 +664,7 @@ def main(argv=None) -> int:
             "machine": platform.machine(), "cpus": os.cpu_count(),
             "python": platform.python_version(), "platform": platform.platform(),
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "elapsed_s": elapsed,
+            "phases_s": phases, "load_average_at_start": load,
         }
         with open(args.json, "w") as fh:
             json.dump({"meta": meta, "conv": conv_rows, "filter": filter_rows}, fh, indent=1)

@@ -375,11 +375,23 @@ def gather_direct(src, wtaps, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, 
                         for a in range(tz):
                             for bb in range(ty):
                                 base = ((offz[a] - offz[0]) * ys + offy[bb] - offy[0]) * xs
-                                for e in range(tx):
+                                e = 0
+                                # three taps per pass: a third of the accumulator traffic
+                                while e + 3 <= tx:
+                                    w0, w1, w2 = w[c, a, bb, e], w[c, a, bb, e + 1], \
+                                        w[c, a, bb, e + 2]
+                                    s0 = sl[base + offx[e] - offx[0]:]
+                                    s1 = sl[base + offx[e + 1] - offx[0]:]
+                                    s2 = sl[base + offx[e + 2] - offx[0]:]
+                                    for i in range(span):
+                                        a_[i] += w0 * s0[i] + w1 * s1[i] + w2 * s2[i]
+                                    e += 3
+                                while e < tx:
                                     wv = w[c, a, bb, e]
                                     seg = sl[base + offx[e] - offx[0]:]
                                     for i in range(span):
                                         a_[i] += wv * seg[i]
+                                    e += 1
                     rstride = xs
                 else:
                     for yr in range(nrows):
