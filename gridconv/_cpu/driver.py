@@ -23,6 +23,10 @@ _SERIAL_WORK = 1 << 18
 
 # Destination channels per group up to which the direct (axpy) kernel beats patches.
 _DIRECT_MAX_OUT = 2
+# ...and, over unit source steps, the reduction length (channels x taps) up to which it
+# beats the patch path's dot products (whose horizontal sums dominate short reductions).
+_DIRECT_MAX_REDUCTION = 160
+_DIRECT_SPAN = 512
 
 
 def _run(kernel, work: int, *args):
@@ -73,10 +77,10 @@ def _tile(m, rpad: int, itemsize: int, outer_tasks: int) -> tuple[int, int]:
     return rows, cols
 
 
-def _direct_tile(m, outer_tasks: int) -> tuple[int, int]:
-    """Tiles of whole rows (up to 2048 positions) for the direct kernels."""
-    cols = int(min(m[2], 2048))
-    rows = int(max(1, min(m[1], 2048 // cols)))
+def _direct_tile(m, outer_tasks: int, limit: int = 2048) -> tuple[int, int]:
+    """Tiles of whole rows (up to ``limit`` positions) for the direct kernels."""
+    cols = int(min(m[2], limit))
+    rows = int(max(1, min(m[1], limit // cols)))
     want = 4 * numba.get_num_threads()
     while outer_tasks * int(m[0]) * -(-int(m[1]) // rows) * -(-int(m[2]) // cols) < want and (
             rows > 1 or cols > 64):
@@ -105,9 +109,13 @@ def gather(src: np.ndarray, w6: np.ndarray, bias, dst: np.ndarray, axes: list[Ax
         return
     m, d0, ds, ss, qlo, offs, maps = _tables(axes)
     b = np.empty(0, dtype=src.dtype) if bias is None else bias
-    if w6.shape[1] <= _DIRECT_MAX_OUT:  # few destination channels per group
+    flat = axes[1].ss == 1 and axes[2].ss == 1
+    reduction = w6.shape[2] * axes[0].taps * axes[1].taps * axes[2].taps
+    if w6.shape[1] <= _DIRECT_MAX_OUT or (flat and reduction <= _DIRECT_MAX_REDUCTION):
         taps = w6[:, :, :, axes[0].kidx][:, :, :, :, axes[1].kidx][:, :, :, :, :, axes[2].kidx]
-        rows, cols = _direct_tile(m, src.shape[0] * w6.shape[0])
+        # four accumulator rows and the slab runs they read stay in L1
+        rows, cols = _direct_tile(m, src.shape[0] * w6.shape[0],
+                                  2048 if w6.shape[1] < 4 else _DIRECT_SPAN)
         work = src.shape[0] * int(np.prod(m)) * taps.size
         _run(k.gather_direct, work, src, np.ascontiguousarray(taps), b, dst, m, d0, ds, ss,
              *offs, *maps, qlo, rows, cols)

@@ -334,7 +334,7 @@ def _fill_planes(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, offx, m
 @njit(parallel=True, **JIT)
 def gather_direct(src, wtaps, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, mapy, mapx,
                   qlo, rows, cols, nthreads):
-    """:func:`gather` for few destination channels per group.
+    """:func:`gather` for few destination channels per group, or a short reduction.
 
     wtaps : (G, od, cs, Tz, Ty, Tx) weights of the taps; other arguments as :func:`gather`.
     """
@@ -352,7 +352,7 @@ def gather_direct(src, wtaps, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, 
     flat = ss[1] == 1 and ss[2] == 1
     for th in prange(nth):
         slab = np.empty(plane * cs, src.dtype)
-        acc = np.empty(max(plane, rows * cols), src.dtype)
+        acc = np.empty(4 * max(plane, rows * cols), src.dtype)
         for task in range(th, ntask, nth):
             n, g, mz, my0, my1, mx0, mx1 = _tile_bounds(
                 task, ng, m[0], nyb, nxb, m[1], m[2], rows, cols)
@@ -360,7 +360,71 @@ def gather_direct(src, wtaps, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, 
                                   offx, mapz, mapy, mapx, qlo, slab, plane)
             ncols = mx1 - mx0
             nrows = my1 - my0
-            for o in range(od):
+            o0 = 0
+            if flat:
+                # Four outputs x two taps per pass over the tile: each slab load feeds 8
+                # multiply-adds and the accumulators are read and written once per pair.
+                span = (nrows - 1) * xs + ncols
+                while o0 + 4 <= od:
+                    a0 = acc[:span]
+                    a1 = acc[span: 2 * span]
+                    a2 = acc[2 * span: 3 * span]
+                    a3 = acc[3 * span: 4 * span]
+                    b0 = bias[g * od + o0] if has_bias else zero
+                    b1 = bias[g * od + o0 + 1] if has_bias else zero
+                    b2 = bias[g * od + o0 + 2] if has_bias else zero
+                    b3 = bias[g * od + o0 + 3] if has_bias else zero
+                    for i in range(span):
+                        a0[i] = b0
+                        a1[i] = b1
+                        a2[i] = b2
+                        a3[i] = b3
+                    w = wtaps[g]
+                    for c in range(cs):
+                        sl = slab[c * plane: (c + 1) * plane]
+                        for a in range(tz):
+                            for bb in range(ty):
+                                base = ((offz[a] - offz[0]) * ys + offy[bb] - offy[0]) * xs \
+                                    - offx[0]
+                                for e in range(0, tx - 1, 2):
+                                    s0 = sl[base + offx[e]:]
+                                    s1 = sl[base + offx[e + 1]:]
+                                    u0, v0 = w[o0, c, a, bb, e], w[o0, c, a, bb, e + 1]
+                                    u1, v1 = w[o0 + 1, c, a, bb, e], w[o0 + 1, c, a, bb, e + 1]
+                                    u2, v2 = w[o0 + 2, c, a, bb, e], w[o0 + 2, c, a, bb, e + 1]
+                                    u3, v3 = w[o0 + 3, c, a, bb, e], w[o0 + 3, c, a, bb, e + 1]
+                                    for i in range(span):
+                                        x0 = s0[i]
+                                        x1 = s1[i]
+                                        a0[i] += u0 * x0 + v0 * x1
+                                        a1[i] += u1 * x0 + v1 * x1
+                                        a2[i] += u2 * x0 + v2 * x1
+                                        a3[i] += u3 * x0 + v3 * x1
+                                if tx % 2:
+                                    e = tx - 1
+                                    s0 = sl[base + offx[e]:]
+                                    u0, u1 = w[o0, c, a, bb, e], w[o0 + 1, c, a, bb, e]
+                                    u2, u3 = w[o0 + 2, c, a, bb, e], w[o0 + 3, c, a, bb, e]
+                                    for i in range(span):
+                                        x0 = s0[i]
+                                        a0[i] += u0 * x0
+                                        a1[i] += u1 * x0
+                                        a2[i] += u2 * x0
+                                        a3[i] += u3 * x0
+                    for q in range(4):
+                        dplane = dst[n, g * od + o0 + q, d0[0] + ds[0] * mz]
+                        for yr in range(nrows):
+                            res = acc[q * span + yr * xs: q * span + yr * xs + ncols]
+                            drow = dplane[d0[1] + ds[1] * (my0 + yr)]
+                            if ds[2] == 1:
+                                dseg = drow[d0[2] + mx0: d0[2] + mx1]
+                                for i in range(ncols):
+                                    dseg[i] = res[i]
+                            else:
+                                for i in range(ncols):
+                                    drow[d0[2] + ds[2] * (mx0 + i)] = res[i]
+                    o0 += 4
+            for o in range(o0, od):
                 b = bias[g * od + o] if has_bias else zero
                 w = wtaps[g, o]
                 if flat:
