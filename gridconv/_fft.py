@@ -23,7 +23,8 @@ _FFT_RATE = 1.5e9
 _MIN_TAPS = 32  # below this many taps the direct kernel always wins
 
 
-def _fft_shape(padded, ks, dilation):
+def _fft_shape(padded):
+    """Fast transform lengths covering the padded input (the valid part never wraps)."""
     return tuple(sfft.next_fast_len(int(p), real=True) for p in padded)
 
 
@@ -35,7 +36,7 @@ def fft_is_faster(in_shape, w_shape, out_shape, pads, dilation, groups) -> bool:
     o, cg = w_shape[:2]
     direct = n * o * cg * int(np.prod(out_shape[2:])) * taps / _DIRECT_RATE
     padded = [i + lo + hi for i, (lo, hi) in zip(in_shape[2:], pads)]
-    f = int(np.prod(_fft_shape(padded, w_shape[2:], dilation)))
+    f = int(np.prod(_fft_shape(padded)))
     transforms = (n * c + o * cg + n * o) * 2.5 * f * np.log2(max(f, 2))
     products = n * o * cg * f * 4  # complex multiply-adds on the half spectrum, x2
     return (transforms + products) / _FFT_RATE < direct
@@ -61,7 +62,7 @@ def conv_fft(x, weight, bias, *, stride, pads, dilation, groups, mode) -> np.nda
     wd[(slice(None), slice(None)) + tuple(slice(None, None, r) for r in dilation)] = weight
     # correlation = convolution with the reversed kernel
     wd = wd[(slice(None), slice(None)) + (slice(None, None, -1),) * nd]
-    fshape = _fft_shape(xp.shape[2:], ks, dilation)
+    fshape = _fft_shape(xp.shape[2:])
     xf = sfft.rfftn(xp, fshape, axes=axes, workers=-1)
     wf = sfft.rfftn(wd, fshape, axes=axes, workers=-1)
     n, c = x.shape[:2]

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing  # noqa: F401  (np.typing for the annotations)
 
 from . import _fft
 from . import _geometry as geo
@@ -29,7 +30,7 @@ from ._params import (
 )
 from ._shapes import conv_output_shape, conv_transpose_output_shape
 
-ArrayLike = np.ndarray
+ArrayLike = np.typing.ArrayLike
 
 _DOC_PARAMS = """\
     stride : int or tuple of int
@@ -159,7 +160,7 @@ def _w6(weight: np.ndarray, groups: int, nd: int, *, swap: bool) -> np.ndarray:
     return w.swapaxes(1, 2) if swap else w
 
 
-def _prepare(op, dtype, **arrays):
+def _prepare(dtype, **arrays):
     """Contiguous copies in the computation dtype (never the caller's buffer mutated)."""
     return [None if a is None else contiguous(a, dtype) for a in arrays.values()]
 
@@ -220,7 +221,7 @@ def conv(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, *, stri
                       flip)
     bias = _check_bias(op, bias, spec.w_shape[0])
     dtype = result_dtype(op, x=x, weight=weight, bias=bias)
-    x, weight, bias = _prepare(op, dtype, x=x, weight=weight, bias=bias)
+    x, weight, bias = _prepare(dtype, x=x, weight=weight, bias=bias)
     return _conv_forward(x, weight, bias, spec)
 
 
@@ -327,7 +328,7 @@ def conv_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
     dtype = result_dtype(op, x=x, weight=weight, bias=bias)
     spec = _with_dtype(spec, dtype)
     gout = _check_gout(op, grad_output, spec.out_shape, dtype)
-    x, weight = _prepare(op, dtype, x=x, weight=weight)
+    x, weight = _prepare(dtype, x=x, weight=weight)
     gx = _input_grad(gout, weight, spec)
     gw = _weight_grad(gout, x, spec)
     gb = None if bias is None else driver.bias_grad(_lift_arr(gout, spec.nd))
@@ -381,7 +382,7 @@ def conv_grad_input(grad_output: ArrayLike, weight: ArrayLike, input_shape, *, s
     dtype = result_dtype(op, grad_output=gout, weight=weight)
     spec = _with_dtype(spec, dtype)
     gout = _check_gout(op, gout, spec.out_shape, dtype)
-    (weight,) = _prepare(op, dtype, weight=weight)
+    (weight,) = _prepare(dtype, weight=weight)
     return _input_grad(gout, weight, spec)
 
 
@@ -415,7 +416,7 @@ def conv_grad_weight(grad_output: ArrayLike, x: ArrayLike, weight_shape, *, stri
     dtype = result_dtype(op, grad_output=gout, x=x)
     spec = _with_dtype(spec, dtype)
     gout = _check_gout(op, gout, spec.out_shape, dtype)
-    (x,) = _prepare(op, dtype, x=x)
+    (x,) = _prepare(dtype, x=x)
     return _weight_grad(gout, x, spec)
 
 
@@ -466,8 +467,8 @@ def conv_transpose(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = Non
     bias : array, shape (C_out,), optional
     stride, dilation : int or tuple of int
     padding : int, tuple of int, or tuple of (lo, hi) pairs
-        Removes ``dilation*(K-1) - padding`` ... as in PyTorch: the output is cropped by
-        ``lo`` and ``hi`` on each axis.
+        As in PyTorch: the full transposed output is cropped by ``lo`` and ``hi`` on each
+        axis (the padding of the convolution this is the adjoint of).
     output_padding : int or tuple of int
         Extra size on the high side (smaller than stride or dilation), to pick one of the
         input sizes that a strided conv maps to the same output size.
@@ -483,7 +484,7 @@ def conv_transpose(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = Non
     tspec = _transpose_spec(op, x, weight, stride, padding, output_padding, dilation, groups)
     bias = _check_bias(op, bias, tspec.out_shape[1])
     dtype = result_dtype(op, x=x, weight=weight, bias=bias)
-    x, weight, bias = _prepare(op, dtype, x=x, weight=weight, bias=bias)
+    x, weight, bias = _prepare(dtype, x=x, weight=weight, bias=bias)
     spec = _with_dtype(tspec.conv, dtype)
     nd, g = spec.nd, spec.groups
     # conv_transpose(x, w) is conv's input gradient with x as the output gradient; the
@@ -513,7 +514,7 @@ def conv_transpose_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayL
     bias = _check_bias(op, bias, tspec.out_shape[1])
     dtype = result_dtype(op, x=x, weight=weight, bias=bias)
     gout = _check_gout(op, grad_output, tspec.out_shape, dtype)
-    x, weight = _prepare(op, dtype, x=x, weight=weight)
+    x, weight = _prepare(dtype, x=x, weight=weight)
     spec = _with_dtype(tspec.conv, dtype)  # conv: in_shape = gout's, out_shape = x's
     nd = spec.nd
     # grad_x: the forward conv of grad_output (same weight, as (C_in, C_out/g, K) = conv's
