@@ -210,6 +210,22 @@ def _outer_tile(g, patches, acc, opad, tpad, rpad):
 
 
 @njit(inline="always")
+def _store_tile(plane, res, rstride, b, nrows, ncols, my0, mx0, d0, ds):
+    """Write a tile's rows (``res``, row stride ``rstride``) plus ``b`` into a destination
+    plane at ``d0 + ds*m`` (the positions of one stride phase, or all of them)."""
+    for yr in range(nrows):
+        seg = res[yr * rstride: yr * rstride + ncols]
+        drow = plane[d0[1] + ds[1] * (my0 + yr)]
+        if ds[2] == 1:
+            dseg = drow[d0[2] + mx0: d0[2] + mx0 + ncols]
+            for i in range(ncols):
+                dseg[i] = seg[i] + b
+        else:
+            for i in range(ncols):
+                drow[d0[2] + ds[2] * (mx0 + i)] = seg[i] + b
+
+
+@njit(inline="always")
 def _slab_size(cs, rows, cols, ss, offz, offy, offx):
     zs = offz[offz.shape[0] - 1] - offz[0] + 1
     ys = ss[1] * (rows - 1) + offy[offy.shape[0] - 1] - offy[0] + 1
@@ -253,18 +269,8 @@ def gather(src, wmat, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, mapy, ma
             dz = d0[0] + ds[0] * mz
             for o in range(od):
                 b = bias[g * od + o] if has_bias else src.dtype.type(0)
-                plane = dst[n, g * od + o, dz]
-                res = out[o * tp: o * tp + npos]
-                for yr in range(my1 - my0):
-                    drow = plane[d0[1] + ds[1] * (my0 + yr)]
-                    seg = res[yr * ncols: (yr + 1) * ncols]
-                    if ds[2] == 1:
-                        dseg = drow[d0[2] + mx0: d0[2] + mx1]
-                        for i in range(ncols):
-                            dseg[i] = seg[i] + b
-                    else:
-                        for i in range(ncols):
-                            drow[d0[2] + ds[2] * (mx0 + i)] = seg[i] + b
+                _store_tile(dst[n, g * od + o, dz], out[o * tp: o * tp + npos], ncols, b,
+                            my1 - my0, ncols, my0, mx0, d0, ds)
 
 
 @njit(parallel=True, **JIT)
@@ -412,17 +418,9 @@ def gather_direct(src, wtaps, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, 
                                         a2[i] += u2 * x0
                                         a3[i] += u3 * x0
                     for q in range(4):
-                        dplane = dst[n, g * od + o0 + q, d0[0] + ds[0] * mz]
-                        for yr in range(nrows):
-                            res = acc[q * span + yr * xs: q * span + yr * xs + ncols]
-                            drow = dplane[d0[1] + ds[1] * (my0 + yr)]
-                            if ds[2] == 1:
-                                dseg = drow[d0[2] + mx0: d0[2] + mx1]
-                                for i in range(ncols):
-                                    dseg[i] = res[i]
-                            else:
-                                for i in range(ncols):
-                                    drow[d0[2] + ds[2] * (mx0 + i)] = res[i]
+                        _store_tile(dst[n, g * od + o0 + q, d0[0] + ds[0] * mz],
+                                    acc[q * span: (q + 1) * span], xs, zero, nrows, ncols,
+                                    my0, mx0, d0, ds)
                     o0 += 4
             for o in range(o0, od):
                 b = bias[g * od + o] if has_bias else zero
@@ -474,17 +472,8 @@ def gather_direct(src, wtaps, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, 
                                         for i in range(ncols):
                                             a_[i] += wv * sl[start + i * sx]
                     rstride = ncols
-                dplane = dst[n, g * od + o, d0[0] + ds[0] * mz]
-                for yr in range(nrows):
-                    res = acc[yr * rstride: yr * rstride + ncols]
-                    drow = dplane[d0[1] + ds[1] * (my0 + yr)]
-                    if ds[2] == 1:
-                        dseg = drow[d0[2] + mx0: d0[2] + mx1]
-                        for i in range(ncols):
-                            dseg[i] = res[i]
-                    else:
-                        for i in range(ncols):
-                            drow[d0[2] + ds[2] * (mx0 + i)] = res[i]
+                _store_tile(dst[n, g * od + o, d0[0] + ds[0] * mz], acc, rstride, zero, nrows,
+                            ncols, my0, mx0, d0, ds)
 
 
 @njit(parallel=True, **JIT)
