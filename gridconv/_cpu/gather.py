@@ -37,6 +37,15 @@ def _lookup(amap, qlo, q):
 
 
 @njit(inline="always")
+def _task_grid(nsamp, ng, m, rows, cols, nthreads):
+    """Tiles per axis, the number of tiles (tasks), and the threads that share them."""
+    nyb = (m[1] + rows - 1) // rows
+    nxb = (m[2] + cols - 1) // cols
+    ntask = nsamp * ng * m[0] * nyb * nxb
+    return nyb, nxb, ntask, max(1, min(nthreads, ntask))
+
+
+@njit(inline="always")
 def _tile_bounds(task, ng, nmz, nyb, nxb, my_all, mx_all, rows, cols):
     xb = task % nxb
     t = task // nxb
@@ -247,12 +256,9 @@ def gather(src, wmat, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, mapy, ma
     nsamp = src.shape[0]
     cs = src.shape[1] // ng
     od = dst.shape[1] // ng
-    nyb = (m[1] + rows - 1) // rows
-    nxb = (m[2] + cols - 1) // cols
-    ntask = nsamp * ng * m[0] * nyb * nxb
+    nyb, nxb, ntask, nth = _task_grid(nsamp, ng, m, rows, cols, nthreads)
     tpad = (rows * cols + 3) // 4 * 4
     nslab = _slab_size(cs, rows, cols, ss, offz, offy, offx)
-    nth = max(1, min(nthreads, ntask))
     has_bias = bias.shape[0] > 0
     for th in prange(nth):
         slab = np.empty(nslab, src.dtype)
@@ -284,12 +290,9 @@ def weight_grad(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, qlo, xrun,
     nsamp = src.shape[0]
     cs = src.shape[1] // ng
     od = gout.shape[1] // ng
-    nyb = (m[1] + rows - 1) // rows
-    nxb = (m[2] + cols - 1) // cols
-    ntask = nsamp * ng * m[0] * nyb * nxb
+    nyb, nxb, ntask, nth = _task_grid(nsamp, ng, m, rows, cols, nthreads)
     tpad = (rows * cols + 3) // 4 * 4
     nslab = _slab_size(cs, rows, cols, ss, offz, offy, offx)
-    nth = max(1, min(nthreads, ntask))
     partial = np.zeros((nth, ng, opad, rpad), src.dtype)
     zero = src.dtype.type(0)
     for th in prange(nth):
@@ -346,11 +349,8 @@ def gather_direct(src, wtaps, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, 
     """
     ng, od, cs = wtaps.shape[0], wtaps.shape[1], wtaps.shape[2]
     nsamp = src.shape[0]
-    nyb = (m[1] + rows - 1) // rows
-    nxb = (m[2] + cols - 1) // cols
-    ntask = nsamp * ng * m[0] * nyb * nxb
+    nyb, nxb, ntask, nth = _task_grid(nsamp, ng, m, rows, cols, nthreads)
     plane = _slab_size(1, rows, cols, ss, offz, offy, offx)
-    nth = max(1, min(nthreads, ntask))
     has_bias = bias.shape[0] > 0
     zero = src.dtype.type(0)
     tz, ty, tx = offz.shape[0], offy.shape[0], offx.shape[0]
@@ -485,11 +485,8 @@ def weight_grad_direct(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, qlo
     nsamp = src.shape[0]
     cs = src.shape[1] // ng
     od = gout.shape[1] // ng
-    nyb = (m[1] + rows - 1) // rows
-    nxb = (m[2] + cols - 1) // cols
-    ntask = nsamp * ng * m[0] * nyb * nxb
+    nyb, nxb, ntask, nth = _task_grid(nsamp, ng, m, rows, cols, nthreads)
     plane = _slab_size(1, rows, cols, ss, offz, offy, offx)
-    nth = max(1, min(nthreads, ntask))
     tz, ty, tx = offz.shape[0], offy.shape[0], offx.shape[0]
     partial = np.zeros((nth, ng, od, cs, tz, ty, tx), src.dtype)
     sx = ss[2]
