@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _numeric import numerical_gradient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -139,20 +140,6 @@ def test_conv_transpose_and_backward_match_reference(problem):
 
 # ---------------------------------------------------------- gradients, adjointness ---
 
-def numeric_grad(f, a, eps=1e-6):
-    grad = np.zeros_like(a)
-    flat, gflat = a.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        keep = flat[i]
-        flat[i] = keep + eps
-        up = f()
-        flat[i] = keep - eps
-        down = f()
-        flat[i] = keep
-        gflat[i] = (up - down) / (2 * eps)
-    return grad
-
-
 FD_CASES = [
     ((2, 2, 7), (3, 2, 3), dict(stride=2, padding=1, dilation=1)),
     ((1, 4, 9), (4, 2, 2), dict(stride=1, padding="same", dilation=2, groups=2)),
@@ -177,7 +164,7 @@ def test_conv_gradients_against_finite_differences(xs, ws, kw):
 
     gx, gw, gb = gc.conv_backward(g, x, w, b, **kw)
     for analytic, arr in ((gx, x), (gw, w), (gb, b)):
-        assert rel_err(analytic, numeric_grad(loss, arr)) < 1e-7
+        assert rel_err(analytic, numerical_gradient(loss, arr)) < 1e-7
 
 
 @pytest.mark.parametrize("xs, ws, kw", [
@@ -197,7 +184,7 @@ def test_conv_transpose_gradients_against_finite_differences(xs, ws, kw):
 
     grads = gc.conv_transpose_backward(g, x, w, b, **kw)
     for analytic, arr in zip(grads, (x, w, b)):
-        assert rel_err(analytic, numeric_grad(loss, arr)) < 1e-7
+        assert rel_err(analytic, numerical_gradient(loss, arr)) < 1e-7
 
 
 @pytest.mark.parametrize("nd", [1, 2, 3])

@@ -12,6 +12,7 @@ import itertools
 
 import numpy as np
 import pytest
+from _numeric import numerical_gradient
 
 from gridconv import reference as ref
 
@@ -475,20 +476,6 @@ def test_grad_input_is_adjoint_for_padding_modes(mode):
 # --------------------------------------------------------------------------------------
 # Gradients against central finite differences (float64)
 # --------------------------------------------------------------------------------------
-
-
-def numerical_gradient(f, a, eps=1e-6):
-    """Central differences of the scalar function ``f`` at every element of ``a``."""
-    grad = np.zeros_like(a)
-    for idx in np.ndindex(a.shape):
-        old = a[idx]
-        a[idx] = old + eps
-        up = f()
-        a[idx] = old - eps
-        down = f()
-        a[idx] = old
-        grad[idx] = (up - down) / (2 * eps)
-    return grad
 
 
 CONV_GRAD_CASES = [
