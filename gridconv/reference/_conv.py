@@ -1,39 +1,5 @@
-"""Plain-NumPy reference convolutions: the mathematics of a CNN as readable code.
+"""Reference convolutions (``conv``, ``conv_transpose`` and their gradients) and padding."""
 
-Every function here is written straight from the definitions, for clarity rather than
-speed: it loops over the kernel offsets and lets NumPy slicing and :func:`numpy.einsum`
-do the rest. The test-suite checks the fast Numba engine (:mod:`gridconv.conv`) against
-these functions, and users can read them to see exactly what the engine computes, or
-call them on small problems.
-
-Conventions
------------
-Arrays are channels-first: an input ``x`` has shape ``(N, C_in, *S)`` (batch, channels,
-spatial sizes) and a weight has shape ``(C_out, C_in // groups, *K)``; the spatial rank
-``d = weight.ndim - 2`` (1, 2 or 3 in the engine; any ``d >= 1`` here). Per spatial axis
-there is a stride ``s``, a dilation ``r`` and a padding ``(lo, hi)``.
-
-Convolution (cross-correlation, the "convolution" of deep learning)::
-
-    y[n, o, i] = b[o] + sum_{c, k} w[o, c, k] * xpad[n, g(o) * C_in/groups + c, s*i + r*k]
-
-with multi-indices ``i`` (output position) and ``k`` (kernel offset), the group of an
-output channel ``g(o) = o // (C_out / groups)``, and ``xpad`` the input padded by
-``(lo, hi)`` on every spatial axis. The output size on each axis is
-``O = floor((I + lo + hi - r*(K-1) - 1) / s) + 1``. With ``flip=True`` the kernel is
-reversed on every spatial axis first, which gives the true (mathematical) convolution.
-
-Transposed convolution is the adjoint of the (zero-padded) convolution with respect to
-its input: each input element scatters a copy of the kernel into the output::
-
-    y[n, g*Cog + o, s*i + r*k - lo] += x[n, g*Cig + c, i] * w[g*Cig + c, o, k]
-
-keeping only the positions that land inside ``[0, O)``, where
-``O = (I-1)*s - lo - hi + r*(K-1) + 1 + output_padding`` (PyTorch's rule).
-
-The argument conventions (padding forms, errors, output shapes) are the engine's own:
-they come from :mod:`gridconv._params` and :mod:`gridconv._shapes`.
-"""
 
 from __future__ import annotations
 
@@ -43,9 +9,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._params import conv_padding, explicit_padding, fail, per_axis, result_dtype
-from ._params import padding_mode as check_padding_mode
-from ._shapes import conv_output_shape, conv_transpose_output_shape
+from .._params import conv_padding, explicit_padding, fail, per_axis, result_dtype
+from .._params import padding_mode as check_padding_mode
+from .._shapes import conv_output_shape, conv_transpose_output_shape
 
 __all__ = [
     "pad",
