@@ -99,6 +99,16 @@ def conv_padding(padding, in_sizes, kernel_sizes, stride, dilation, op: str):
     return explicit_padding(padding, ndim, op)
 
 
+def check_circular(op: str, mode: str, sizes, pads) -> None:
+    """Circular padding wraps around once: it may not exceed the input size."""
+    if mode != "circular":
+        return
+    for axis, (i, (lo, hi)) in enumerate(zip(sizes, pads)):
+        if max(lo, hi) > i:
+            raise fail(op, f"circular `padding` ({lo}, {hi}) must not exceed the input "
+                           f"size ({i}) on spatial axis {axis}")
+
+
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 

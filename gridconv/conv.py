@@ -19,6 +19,7 @@ from . import _geometry as geo
 from ._cpu import driver
 from ._params import (
     as_array,
+    check_circular,
     check_ndim,
     contiguous,
     conv_padding,
@@ -136,11 +137,7 @@ def _conv_spec(op, x, weight, bias, stride, padding, dilation, groups, padding_m
     pads = conv_padding(padding, shape[2:], ks, st, dl, op)
     mode = padding_mode(padding_mode_, op)
     out = conv_output_shape(op, shape[2:], ks, st, dl, pads)
-    if mode == "circular":
-        for axis, (i, (lo, hi)) in enumerate(zip(shape[2:], pads)):
-            if max(lo, hi) > i:
-                raise fail(op, f"circular `padding` ({lo}, {hi}) must not exceed the input "
-                               f"size ({i}) on spatial axis {axis}")
+    check_circular(op, mode, shape[2:], pads)
     return _ConvSpec(nd, g, st, dl, pads, mode, bool(flip), shape, weight.shape,
                      (shape[0], c_out) + out, None)
 
