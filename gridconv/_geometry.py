@@ -69,47 +69,25 @@ def forward_axis(size, out, k, s, r, lo, hi, mode, *, flip_taps: bool = False) -
 def phase_axes(size, src_size, k, s, r, lo) -> list[Axis]:
     """The ``s`` phase axes of the input gradient (``size`` = conv input size,
     ``src_size`` = conv output size), each with its own taps; empty phases included."""
-    return [axis for axis, _ in tiled_phase_axes(size, src_size, k, s, r, lo, 1)]
-
-
-def unit_axis() -> Axis:
-    """A spatial axis of size 1 (how 1-D and 2-D problems become 3-D ones)."""
-    zero = np.zeros(1, dtype=np.int64)
-    return Axis(m=1, d0=0, ds=1, ss=1, off=zero, kidx=zero, qlo=0, map=zero.copy())
-
-
-def tiled_forward_axes(size, out, k, s, r, lo, hi, mode, t) -> list[Axis]:
-    """The ``t`` phases of a tiled conv's output on one axis: phase ``p`` holds the
-    positions ``p + t*j``, which all use kernel stack ``p``; each phase is a conv with
-    stride ``s*t`` shifted by ``s*p`` on the source, written at ``d0 = p, ds = t``."""
-    base = forward_axis(size, out, k, s, r, lo, hi, mode)
-    return [Axis(m=max(0, -(-(out - p) // t)), d0=p, ds=t, ss=s * t, off=base.off + s * p,
-                 kidx=base.kidx, qlo=base.qlo, map=base.map) for p in range(t)]
-
-
-def tiled_phase_axes(size, src_size, k, s, r, lo, t) -> list[tuple[Axis, np.ndarray]]:
-    """Input-gradient phases of a tiled conv on one axis, with the stack of each tap.
-
-    Input coordinate ``j = i0 + s*t*u`` receives, from tap ``k`` with
-    ``r*k = i0 + lo (mod s)``, the output position ``t*u + c`` where
-    ``c = (i0 + lo - r*k) / s``: a gather over the output gradient with source step
-    ``t`` and offset ``c``, whose stack ``c mod t`` does not depend on ``u``. Returns
-    ``s*t`` pairs ``(axis, stacks)``; the taps' ``kidx`` are the kernel indices.
-    """
-    phases = []
-    for i0 in range(s * t):
-        m = max(0, -(-(size - i0) // (s * t)))
+    axes = []
+    for i0 in range(s):
+        m = max(0, -(-(size - i0) // s))
         ks = [kk for kk in range(k) if (i0 + lo - r * kk) % s == 0]
         off = np.array([(i0 + lo - r * kk) // s for kk in ks], dtype=np.int64)
         order = np.argsort(off)
         off, kidx = off[order], np.array(ks, dtype=np.int64)[order]
         if len(off):
             qlo = min(int(off[0]), 0)
-            qhi = max(int(off[-1]) + t * (m - 1), src_size - 1)
+            qhi = max(int(off[-1]) + m - 1, src_size - 1)
         else:
             qlo, qhi = 0, src_size - 1
         q = np.arange(qlo, qhi + 1, dtype=np.int64)
         amap = np.where((q >= 0) & (q < src_size), q, -1)
-        phases.append((Axis(m=m, d0=i0, ds=s * t, ss=t, off=off, kidx=kidx, qlo=qlo,
-                            map=amap), off % t))
-    return phases
+        axes.append(Axis(m=m, d0=i0, ds=s, ss=1, off=off, kidx=kidx, qlo=qlo, map=amap))
+    return axes
+
+
+def unit_axis() -> Axis:
+    """A spatial axis of size 1 (how 1-D and 2-D problems become 3-D ones)."""
+    zero = np.zeros(1, dtype=np.int64)
+    return Axis(m=1, d0=0, ds=1, ss=1, off=zero, kidx=zero, qlo=0, map=zero.copy())

@@ -142,16 +142,17 @@ def _w3(weight: np.ndarray, spec: _LocalSpec, dtype) -> np.ndarray:
     return contiguous(weight, dtype).reshape(stacks, spec.c_out, -1)
 
 
-# Up to this many kernel stacks, a tiled conv runs as one strided conv per stack on the
-# conv engine (its gradients likewise); beyond, the per-position kernels take over.
-_MAX_PHASES = 64
+# Up to this many kernel stacks, a tiled conv runs on the conv engine with the stack
+# chosen per position (one slab per tile, then patches per stack); beyond, the tiles of
+# the engine hold too few positions per stack and the per-position kernels take over.
+_MAX_STACKS = 64
 
 
-def _use_phases(spec: _LocalSpec) -> bool:
+def _use_periodic(spec: _LocalSpec) -> bool:
     if spec.unshared:
         return False
     used = [min(t, o) for t, o in zip(spec.tiles, spec.out_shape[2:])]
-    return int(np.prod(used)) <= _MAX_PHASES
+    return int(np.prod(used)) <= _MAX_STACKS
 
 
 def _w8(weight: np.ndarray, spec: _LocalSpec, dtype) -> np.ndarray:
@@ -162,57 +163,47 @@ def _w8(weight: np.ndarray, spec: _LocalSpec, dtype) -> np.ndarray:
     return contiguous(weight, dtype).reshape(shape)
 
 
-def _tiled_axes(spec: _LocalSpec, padded: bool = False) -> list:
-    """Per axis, the forward tap tables of each stack's phase."""
-    per_axis_ = []
-    for i, o, k, s, r, (lo, hi), t in zip(spec.in_shape[2:], spec.out_shape[2:], spec.kernel,
-                                          spec.stride, spec.dilation, spec.pads, spec.tiles):
-        if padded:
-            i, lo, hi, mode = i + lo + hi, 0, 0, "zeros"
-        else:
-            mode = spec.mode
-        per_axis_.append(geo.tiled_forward_axes(i, o, k, s, r, lo, hi, mode, t))
-    return [[geo.unit_axis()]] * (3 - spec.nd) + per_axis_
+def _w7(weight: np.ndarray, spec: _LocalSpec, dtype) -> np.ndarray:
+    """(P, G=1, C_out, C_in, Kz, Ky, Kx): the engine's periodic weight layout."""
+    w8 = _w8(weight, spec, dtype)
+    return w8.reshape((-1, 1) + w8.shape[3:])
 
 
 def _tiled_input_grad(g5, w8, gshape, spec: _LocalSpec, padded: bool) -> np.ndarray:
-    """Input gradient of a tiled conv on the conv engine: one gather per input phase
-    (``s*T`` per axis) whose taps draw on the stacks that reach that phase."""
-    per_axis_ = [[(geo.unit_axis(), np.zeros(1, np.int64))]] * (3 - spec.nd)
-    for i, o, k, s, r, (lo, hi), t in zip(spec.in_shape[2:], spec.out_shape[2:], spec.kernel,
-                                          spec.stride, spec.dilation, spec.pads, spec.tiles):
-        if padded:
-            i, lo = i + lo + hi, 0
-        per_axis_.append(geo.tiled_phase_axes(i, o, k, s, r, lo, t))
+    """Input gradient of a tiled conv on the conv engine, one gather per stride phase.
+
+    In stride phase ``i0`` of an axis, input ``i0 + s*u`` receives tap ``k`` from output
+    position ``u + c_k`` (the conv engine's phase tables), whose stack is
+    ``(u + c_k) mod T``: periodic in ``u`` with period ``T``, so stack ``psi = u mod T`` of
+    this gather holds, for tap ``k``, the weights of stack ``(psi + c_k) mod T``.
+    """
+    geoms = []
+    for i, o, k, s, r, (lo, hi) in zip(spec.in_shape[2:], spec.out_shape[2:], spec.kernel,
+                                       spec.stride, spec.dilation, spec.pads):
+        geoms.append((i + lo + hi, o, k, s, r, 0) if padded else (i, o, k, s, r, lo))
+    per_axis_ = [[geo.unit_axis()]] * (3 - spec.nd) + [geo.phase_axes(*gm) for gm in geoms]
+    tiles = np.array(w8.shape[:3])
     phases = list(itertools.product(*per_axis_))
-    any_empty = any(ax.taps == 0 and ax.m > 0 for ph in phases for ax, _ in ph)
+    any_empty = any(ax.taps == 0 and ax.m > 0 for ph in phases for ax in ph)
     gx = (np.zeros if any_empty else np.empty)(gshape, g5.dtype)
-    for ph in phases:
-        axes = [ax for ax, _ in ph]
+    for axes in phases:
         if any(ax.m == 0 or ax.taps == 0 for ax in axes):
             continue
-        (az, pz), (ay, py), (ax_, px) = ph
-        # weights of the taps, in tap order: (C_in, C_out, tz, ty, tx)
-        iz, iy, ix = np.ix_(np.arange(az.taps), np.arange(ay.taps), np.arange(ax_.taps))
-        taps = w8[pz[iz], py[iy], px[ix], :, :, az.kidx[iz], ay.kidx[iy], ax_.kidx[ix]]
-        w6 = np.ascontiguousarray(taps.transpose(4, 3, 0, 1, 2))[None]
+        # stack of (psi, tap) per axis: (psi + c_k) mod T, as an index grid
+        stacks = [(np.arange(t)[:, None] + ax.off[None, :]) % t for t, ax in zip(tiles, axes)]
+        sz = stacks[0][:, None, None, :, None, None]
+        sy = stacks[1][None, :, None, None, :, None]
+        sx = stacks[2][None, None, :, None, None, :]
+        kz = axes[0].kidx[None, None, None, :, None, None]
+        ky = axes[1].kidx[None, None, None, None, :, None]
+        kx = axes[2].kidx[None, None, None, None, None, :]
+        # (Tz, Ty, Tx, tz, ty, tx, C_out, C_in) -> (P, 1, C_in, C_out, tz, ty, tx)
+        taps = w8[sz, sy, sx, :, :, kz, ky, kx]
+        w7 = taps.transpose(0, 1, 2, 7, 6, 3, 4, 5).reshape(
+            (-1, 1, w8.shape[4], w8.shape[3]) + taps.shape[3:6])
         axes = [dataclasses.replace(a, kidx=np.arange(a.taps)) for a in axes]
-        driver.gather(g5, w6, None, gx, axes)
+        driver.gather(g5, np.ascontiguousarray(w7), None, gx, axes, tuple(tiles))
     return gx
-
-
-def _tiled_weight_grad(x5, g5, w8_shape, spec: _LocalSpec) -> np.ndarray:
-    """Weight gradient of a tiled conv on the conv engine, one stack at a time."""
-    gw = np.zeros(w8_shape, x5.dtype)
-    per_axis_ = _tiled_axes(spec)
-    for p in itertools.product(*(range(t) for t in w8_shape[:3])):
-        axes = [per_axis_[a][p[a]] for a in range(3)]
-        if any(ax.m == 0 for ax in axes):
-            continue  # a stack beyond the output: unused
-        gp = np.ascontiguousarray(g5[:, :, p[0]::w8_shape[0], p[1]::w8_shape[1],
-                                     p[2]::w8_shape[2]])
-        gw[p] = driver.weight_grad(x5, gp, 1, axes)[0]
-    return gw
 
 
 def _work(spec: _LocalSpec) -> int:
@@ -232,13 +223,10 @@ def _forward(op: str, unshared: bool, x, weight, bias, stride, padding, dilation
     else:
         b2 = contiguous(bias, dtype).reshape(spec.c_out, -1)
     out = np.empty(_lift(spec.out_shape, spec.nd), dtype)
-    if _use_phases(spec):
-        # one strided conv per stack, written at its positions i = p + T*j
-        w8 = _w8(weight, spec, dtype)
-        per_axis_ = _tiled_axes(spec)
-        for p in itertools.product(*(range(t) for t in w8.shape[:3])):
-            axes = [per_axis_[a][p[a]] for a in range(3)]
-            driver.gather(x5, w8[p][None], None if bias is None else b2.ravel(), out, axes)
+    if _use_periodic(spec):
+        # the conv engine with the stack chosen per position
+        driver.gather(x5, _w7(weight, spec, dtype), None if bias is None else b2.ravel(), out,
+                      _axes(spec), _lift3(spec.tiles, 1, spec.nd))
         return out.reshape(spec.out_shape)
     driver._run(kern.run_forward, _work(spec), x5, _w3(weight, spec, dtype), b2, out,
                 _axes(spec), _lift3(spec.tiles, 1, spec.nd))
@@ -260,10 +248,9 @@ def _backward(op: str, unshared: bool, grad_output, x, weight, bias, stride, pad
     padded = spec.mode != "zeros"
     sizes = tuple(i + (lo + hi) * padded for i, (lo, hi) in zip(spec.in_shape[2:], spec.pads))
     gshape = _lift(spec.in_shape[:2] + sizes, spec.nd)
-    if _use_phases(spec):
-        w8 = _w8(weight, spec, dtype)
-        gx = _tiled_input_grad(g5, w8, gshape, spec, padded)
-        gw = _tiled_weight_grad(x5, g5, w8.shape, spec)
+    if _use_periodic(spec):
+        gx = _tiled_input_grad(g5, _w8(weight, spec, dtype), gshape, spec, padded)
+        gw = driver.weight_grad(x5, g5, 1, _axes(spec), _lift3(spec.tiles, 1, spec.nd))
     else:
         w3 = _w3(weight, spec, dtype)
         tiles = _lift3(spec.tiles, 1, spec.nd)

@@ -108,8 +108,8 @@ def test_tiled_matches_reference(problem, use_bias, data):
 
 @pytest.fixture
 def per_position_kernels(monkeypatch):
-    """Route tiled_conv to the per-position kernels (used beyond ``_MAX_PHASES`` stacks)."""
-    monkeypatch.setattr(local, "_MAX_PHASES", 0)
+    """Route tiled_conv to the per-position kernels (used beyond ``_MAX_STACKS`` stacks)."""
+    monkeypatch.setattr(local, "_MAX_STACKS", 0)
 
 
 @pytest.mark.parametrize("nd", [1, 2, 3])
@@ -127,13 +127,13 @@ def test_tiled_per_position_kernels(per_position_kernels, nd, mode):
                                 ref.tiled_conv_backward, x, w, b, kw, np.float64)
 
 
-@pytest.mark.parametrize("use_phases", [True, False])
+@pytest.mark.parametrize("use_engine", [True, False])
 @pytest.mark.parametrize("tiles", [(1, 1), (2, 3), (6, 6), (18, 18)])
-def test_multithreaded_sizes(monkeypatch, use_phases, tiles):
+def test_multithreaded_sizes(monkeypatch, use_engine, tiles):
     """Problems large enough to run on every thread: stacks owned per task (many) or
     summed from per-thread partials (few), colour passes of the input gradient."""
-    if not use_phases:
-        monkeypatch.setattr(local, "_MAX_PHASES", 0)
+    if not use_engine:
+        monkeypatch.setattr(local, "_MAX_STACKS", 0)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 8, 20, 20))
     w = rng.standard_normal(tiles + (8, 8, 3, 3))

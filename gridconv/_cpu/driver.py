@@ -103,15 +103,26 @@ def pack_weight(w6: np.ndarray, axes: list[Axis]) -> np.ndarray:
     return out
 
 
-def gather(src: np.ndarray, w6: np.ndarray, bias, dst: np.ndarray, axes: list[Axis]) -> None:
-    """Run the gather kernel for one set of tap tables, writing ``dst`` in place."""
+def gather(src: np.ndarray, w6: np.ndarray, bias, dst: np.ndarray, axes: list[Axis],
+           tiles=None) -> None:
+    """Run the gather kernel for one set of tap tables, writing ``dst`` in place.
+
+    ``w6`` is (G, D, S, Kz, Ky, Kx); with ``tiles`` (stacks per axis) it has a leading axis
+    of ``prod(tiles)`` stacks, periodic over the positions (see ``gather.gather``).
+    """
     if any(a.m == 0 for a in axes):
         return
     m, d0, ds, ss, qlo, offs, maps = _tables(axes)
     b = np.empty(0, dtype=src.dtype) if bias is None else bias
+    if tiles is not None and np.prod(tiles) == 1:
+        w6, tiles = w6[0], None  # one stack: a plain convolution
+    periodic = tiles is not None
+    w7 = w6 if periodic else w6[None]
+    tiles = (1, 1, 1) if tiles is None else tiles
     flat = axes[1].ss == 1 and axes[2].ss == 1
-    reduction = w6.shape[2] * axes[0].taps * axes[1].taps * axes[2].taps
-    if w6.shape[1] <= _DIRECT_MAX_OUT or (flat and reduction <= _DIRECT_MAX_REDUCTION):
+    reduction = w7.shape[3] * axes[0].taps * axes[1].taps * axes[2].taps
+    if not periodic and (w6.shape[1] <= _DIRECT_MAX_OUT or
+                         (flat and reduction <= _DIRECT_MAX_REDUCTION)):
         taps = w6[:, :, :, axes[0].kidx][:, :, :, :, axes[1].kidx][:, :, :, :, :, axes[2].kidx]
         # four accumulator rows and the slab runs they read stay in L1
         rows, cols = _direct_tile(m, src.shape[0] * w6.shape[0],
@@ -120,11 +131,11 @@ def gather(src: np.ndarray, w6: np.ndarray, bias, dst: np.ndarray, axes: list[Ax
         _run(k.gather_direct, work, src, np.ascontiguousarray(taps), b, dst, m, d0, ds, ss,
              *offs, *maps, qlo, rows, cols)
         return
-    wmat = pack_weight(w6, axes)
-    rows, cols = _tile(m, wmat.shape[2], src.itemsize, src.shape[0] * wmat.shape[0])
-    work = src.shape[0] * int(np.prod(m)) * wmat.size
+    wmat = np.stack([pack_weight(w, axes) for w in w7])
+    rows, cols = _tile(m, wmat.shape[3], src.itemsize, src.shape[0] * wmat.shape[1])
+    work = src.shape[0] * int(np.prod(m)) * wmat[0].size
     _run(k.gather, work, src, wmat, b, dst, m, d0, ds, ss, *offs, *maps, qlo,
-         axes[2].consecutive, rows, cols)
+         axes[2].consecutive, np.asarray(tiles, np.int64), rows, cols)
 
 
 def input_grad(gout: np.ndarray, w6: np.ndarray, bias, dst: np.ndarray, geom) -> None:
@@ -145,14 +156,20 @@ def input_grad(gout: np.ndarray, w6: np.ndarray, bias, dst: np.ndarray, geom) ->
             gather(gout, w6, bias, dst, list(axes))
 
 
-def weight_grad(src: np.ndarray, gout: np.ndarray, groups: int, axes: list[Axis]) -> np.ndarray:
-    """(G, D, S, Tz, Ty, Tx): sum over samples and positions of gout x patches(src)."""
+def weight_grad(src: np.ndarray, gout: np.ndarray, groups: int, axes: list[Axis],
+                tiles=None) -> np.ndarray:
+    """(G, D, S, Tz, Ty, Tx): sum over samples and positions of gout x patches(src); with
+    ``tiles``, (P, G, D, S, Tz, Ty, Tx), one gradient per periodic stack."""
     d = gout.shape[1] // groups
     s = src.shape[1] // groups
     t = [a.taps for a in axes]
     m, _, _, ss, qlo, offs, maps = _tables(axes)
     flat = axes[1].ss == 1 and axes[2].ss == 1
-    if (d == 1 and s == 1) or (flat and (d == 1 or s == 1)):
+    periodic = tiles is not None
+    if periodic and np.prod(tiles) == 1:
+        return weight_grad(src, gout, groups, axes)[None]
+    tiles = (1, 1, 1) if tiles is None else tiles
+    if not periodic and ((d == 1 and s == 1) or (flat and (d == 1 or s == 1))):
         # a single output or input channel: dot products of contiguous slab runs
         rows, cols = _direct_tile(m, src.shape[0] * groups)
         work = src.shape[0] * groups * int(np.prod(m)) * d * s * t[0] * t[1] * t[2]
@@ -164,9 +181,10 @@ def weight_grad(src: np.ndarray, gout: np.ndarray, groups: int, axes: list[Axis]
     rows, cols = _tile(m, rpad, src.itemsize, src.shape[0] * groups)
     work = src.shape[0] * groups * int(np.prod(m)) * opad * rpad
     part = _run(k.weight_grad, work, src, gout, m, ss, *offs, *maps, qlo, axes[2].consecutive,
-                rows, cols, groups, opad, rpad)
-    total = part.sum(axis=0)[:, :d, :r]
-    return total.reshape(groups, d, t[0], t[1], t[2], s).transpose(0, 1, 5, 2, 3, 4)
+                np.asarray(tiles, np.int64), rows, cols, groups, opad, rpad)
+    total = part.sum(axis=0)[:, :, :d, :r]
+    total = total.reshape(-1, groups, d, t[0], t[1], t[2], s).transpose(0, 1, 2, 6, 3, 4, 5)
+    return total if periodic else total[0]
 
 
 def bias_grad(gout: np.ndarray) -> np.ndarray:

@@ -105,19 +105,18 @@ def _fill_slab(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, offx,
 
 
 @njit(**JIT)
-def _fill_patches(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, offx,
-                  mapz, mapy, mapx, qlo, xrun, slab, patches, rpad):
-    """Slab then position-major patches for one tile; returns the number of positions."""
-    zero = src.dtype.type(0)
-    ys, xs = _fill_slab(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, offx,
-                        mapz, mapy, mapx, qlo, slab)
-    ncols = mx1 - mx0
-    npos = (my1 - my0) * ncols
+def _slab_patches(slab, ys, xs, cs, yr0, ystep, ny, xr0, xstep, nx, ss, offz, offy, offx,
+                  xrun, patches, rpad):
+    """Position-major patches of the tile positions ``(yr0 + ystep*a, xr0 + xstep*b)``,
+    ``a < ny, b < nx``, from a filled slab; returns the number of positions."""
+    zero = slab.dtype.type(0)
+    npos = ny * nx
     tz, ty, tx = offz.shape[0], offy.shape[0], offx.shape[0]
     run = tx * cs
     for j in range(npos):
-        yr = j // ncols
-        xr = j - yr * ncols
+        row = j // nx
+        yr = yr0 + ystep * row
+        xr = xr0 + xstep * (j - row * nx)
         prow = patches[j * rpad: (j + 1) * rpad]
         r = 0
         for a in range(tz):
@@ -147,6 +146,16 @@ def _fill_patches(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, offx,
     for i in range(npos * rpad, min(patches.shape[0], (npos + 3) // 4 * 4 * rpad)):
         patches[i] = zero
     return npos
+
+
+@njit(inline="always")
+def _subgrid(first, count, step, phase):
+    """The tile rows (or columns) ``first .. first+count-1`` whose index is ``phase`` modulo
+    ``step``: (offset of the first one in the tile, how many); (count, 0) when none."""
+    r0 = (phase - first) % step
+    if r0 >= count:
+        return count, 0
+    return r0, (count - r0 + step - 1) // step
 
 
 @njit(**JIT)
@@ -219,19 +228,20 @@ def _outer_tile(g, patches, acc, opad, tpad, rpad):
 
 
 @njit(inline="always")
-def _store_tile(plane, res, rstride, b, nrows, ncols, my0, mx0, d0, ds):
+def _store_tile(plane, res, rstride, b, nrows, ncols, y0, ystep, x0, xstep):
     """Write a tile's rows (``res``, row stride ``rstride``) plus ``b`` into a destination
-    plane at ``d0 + ds*m`` (the positions of one stride phase, or all of them)."""
+    plane at rows ``y0 + ystep*a`` and columns ``x0 + xstep*i`` (the positions of one
+    stride phase or kernel stack, or all of them)."""
     for yr in range(nrows):
         seg = res[yr * rstride: yr * rstride + ncols]
-        drow = plane[d0[1] + ds[1] * (my0 + yr)]
-        if ds[2] == 1:
-            dseg = drow[d0[2] + mx0: d0[2] + mx0 + ncols]
+        drow = plane[y0 + ystep * yr]
+        if xstep == 1:
+            dseg = drow[x0: x0 + ncols]
             for i in range(ncols):
                 dseg[i] = seg[i] + b
         else:
             for i in range(ncols):
-                drow[d0[2] + ds[2] * (mx0 + i)] = seg[i] + b
+                drow[x0 + xstep * i] = seg[i] + b
 
 
 @njit(inline="always")
@@ -244,15 +254,19 @@ def _slab_size(cs, rows, cols, ss, offz, offy, offx):
 
 @njit(parallel=True, **JIT)
 def gather(src, wmat, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, mapy, mapx, qlo,
-           xrun, rows, cols, nthreads):
-    """``dst[n, g*od + o, d0 + ds*m] = bias[g*od + o] + wmat[g, o] . patches(src)[m]``.
+           xrun, t, rows, cols, nthreads):
+    """``dst[n, g*od + o, d0 + ds*m] = bias[g*od + o] + wmat[stack(m), g, o] . patches(src)[m]``.
 
-    src : (N, G*cs, Iz, Iy, Ix); wmat : (G, opad, rpad) with the reduction axis laid out
+    src : (N, G*cs, Iz, Iy, Ix); wmat : (P, G, opad, rpad) with the reduction axis laid out
     ``(tz, ty, tx, c)`` and zero-padded; bias : (G*od,) or empty; dst : (N, G*od, ...).
-    m, d0, ds, ss, qlo : int64[3] per-axis tables; rows x cols : the tile, in positions.
+    m, d0, ds, ss, qlo, t : int64[3] per-axis tables; rows x cols : the tile, in positions.
+    The weights are periodic over the positions: ``stack(m) = ((mz % tz)*ty + my % ty)*tx
+    + mx % tx`` with ``P = tz*ty*tx`` stacks (``t = (1, 1, 1)``, one stack, for a
+    convolution; a tiled convolution or its input gradient otherwise): one slab per tile,
+    then patches, products and stores per stack.
     nthreads : numba.get_num_threads() of the caller (read outside: it is not cacheable).
     """
-    ng, opad, rpad = wmat.shape
+    ng, opad, rpad = wmat.shape[1], wmat.shape[2], wmat.shape[3]
     nsamp = src.shape[0]
     cs = src.shape[1] // ng
     od = dst.shape[1] // ng
@@ -267,24 +281,34 @@ def gather(src, wmat, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, mapy, ma
         for task in range(th, ntask, nth):
             n, g, mz, my0, my1, mx0, mx1 = _tile_bounds(
                 task, ng, m[0], nyb, nxb, m[1], m[2], rows, cols)
-            npos = _fill_patches(src, n, g * cs, cs, mz, my0, my1, mx0, mx1, ss, offz, offy,
-                                 offx, mapz, mapy, mapx, qlo, xrun, slab, patches, rpad)
-            _dot_tile(wmat[g], patches, out, opad, (npos + 3) // 4 * 4, rpad)
-            tp = (npos + 3) // 4 * 4
-            ncols = mx1 - mx0
+            ys, xs = _fill_slab(src, n, g * cs, cs, mz, my0, my1, mx0, mx1, ss, offz, offy,
+                                offx, mapz, mapy, mapx, qlo, slab)
             dz = d0[0] + ds[0] * mz
-            for o in range(od):
-                b = bias[g * od + o] if has_bias else src.dtype.type(0)
-                _store_tile(dst[n, g * od + o, dz], out[o * tp: o * tp + npos], ncols, b,
-                            my1 - my0, ncols, my0, mx0, d0, ds)
+            for sy in range(t[1]):
+                yr0, ny = _subgrid(my0, my1 - my0, t[1], sy)
+                for sx in range(t[2]):
+                    xr0, nx = _subgrid(mx0, mx1 - mx0, t[2], sx)
+                    if ny == 0 or nx == 0:
+                        continue
+                    npos = _slab_patches(slab, ys, xs, cs, yr0, t[1], ny, xr0, t[2], nx, ss,
+                                         offz, offy, offx, xrun, patches, rpad)
+                    tp = (npos + 3) // 4 * 4
+                    stack = ((mz % t[0]) * t[1] + sy) * t[2] + sx
+                    _dot_tile(wmat[stack, g], patches, out, opad, tp, rpad)
+                    for o in range(od):
+                        b = bias[g * od + o] if has_bias else src.dtype.type(0)
+                        _store_tile(dst[n, g * od + o, dz], out[o * tp: o * tp + npos], nx, b,
+                                    ny, nx, d0[1] + ds[1] * (my0 + yr0), ds[1] * t[1],
+                                    d0[2] + ds[2] * (mx0 + xr0), ds[2] * t[2])
 
 
 @njit(parallel=True, **JIT)
-def weight_grad(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, qlo, xrun, rows, cols,
-                ng, opad, rpad, nthreads):
-    """Per-thread partials of ``dW[g, o, :] = sum_{n, m} gout[n, g*od + o, m] patches(src)[m]``.
+def weight_grad(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, qlo, xrun, t, rows,
+                cols, ng, opad, rpad, nthreads):
+    """Per-thread partials of ``dW[stack(m), g, o, :] = sum_{n, m} gout[n, g*od + o, m]
+    patches(src)[m]`` (stacks periodic over the positions as in :func:`gather`).
 
-    Returns (nthreads, G, opad, rpad); the caller sums the first axis. gout has the
+    Returns (nthreads, P, G, opad, rpad); the caller sums the first axis. gout has the
     positions of the forward output (``d0 = 0, ds = 1``).
     """
     nsamp = src.shape[0]
@@ -293,7 +317,7 @@ def weight_grad(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, qlo, xrun,
     nyb, nxb, ntask, nth = _task_grid(nsamp, ng, m, rows, cols, nthreads)
     tpad = (rows * cols + 3) // 4 * 4
     nslab = _slab_size(cs, rows, cols, ss, offz, offy, offx)
-    partial = np.zeros((nth, ng, opad, rpad), src.dtype)
+    partial = np.zeros((nth, t[0] * t[1] * t[2], ng, opad, rpad), src.dtype)
     zero = src.dtype.type(0)
     for th in prange(nth):
         slab = np.empty(nslab, src.dtype)
@@ -302,25 +326,34 @@ def weight_grad(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, qlo, xrun,
         for task in range(th, ntask, nth):
             n, g, mz, my0, my1, mx0, mx1 = _tile_bounds(
                 task, ng, m[0], nyb, nxb, m[1], m[2], rows, cols)
-            npos = _fill_patches(src, n, g * cs, cs, mz, my0, my1, mx0, mx1, ss, offz, offy,
-                                 offx, mapz, mapy, mapx, qlo, xrun, slab, patches, rpad)
-            tp = (npos + 3) // 4 * 4
-            ncols = mx1 - mx0
-            for o in range(opad):
-                gb = gbuf[o * tp: (o + 1) * tp]
-                if o >= od:
-                    for i in range(tp):
-                        gb[i] = zero
-                    continue
-                plane = gout[n, g * od + o, mz]
-                for yr in range(my1 - my0):
-                    grow = plane[my0 + yr, mx0: mx1]
-                    seg = gb[yr * ncols: (yr + 1) * ncols]
-                    for i in range(ncols):
-                        seg[i] = grow[i]
-                for i in range(npos, tp):
-                    gb[i] = zero
-            _outer_tile(gbuf, patches, partial[th, g], opad, tp, rpad)
+            ys, xs = _fill_slab(src, n, g * cs, cs, mz, my0, my1, mx0, mx1, ss, offz, offy,
+                                offx, mapz, mapy, mapx, qlo, slab)
+            for sy in range(t[1]):
+                yr0, ny = _subgrid(my0, my1 - my0, t[1], sy)
+                for sx in range(t[2]):
+                    xr0, nx = _subgrid(mx0, mx1 - mx0, t[2], sx)
+                    if ny == 0 or nx == 0:
+                        continue
+                    npos = _slab_patches(slab, ys, xs, cs, yr0, t[1], ny, xr0, t[2], nx, ss,
+                                         offz, offy, offx, xrun, patches, rpad)
+                    tp = (npos + 3) // 4 * 4
+                    for o in range(opad):
+                        gb = gbuf[o * tp: (o + 1) * tp]
+                        if o >= od:
+                            for i in range(tp):
+                                gb[i] = zero
+                            continue
+                        plane = gout[n, g * od + o, mz]
+                        for a in range(ny):
+                            grow = plane[my0 + yr0 + t[1] * a]
+                            seg = gb[a * nx: (a + 1) * nx]
+                            x0 = mx0 + xr0
+                            for i in range(nx):
+                                seg[i] = grow[x0 + t[2] * i]
+                        for i in range(npos, tp):
+                            gb[i] = zero
+                    stack = ((mz % t[0]) * t[1] + sy) * t[2] + sx
+                    _outer_tile(gbuf, patches, partial[th, stack, g], opad, tp, rpad)
     return partial
 
 
@@ -420,7 +453,7 @@ def gather_direct(src, wtaps, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, 
                     for q in range(4):
                         _store_tile(dst[n, g * od + o0 + q, d0[0] + ds[0] * mz],
                                     acc[q * span: (q + 1) * span], xs, zero, nrows, ncols,
-                                    my0, mx0, d0, ds)
+                                    d0[1] + ds[1] * my0, ds[1], d0[2] + ds[2] * mx0, ds[2])
                     o0 += 4
             for o in range(o0, od):
                 b = bias[g * od + o] if has_bias else zero
@@ -473,7 +506,7 @@ def gather_direct(src, wtaps, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, 
                                             a_[i] += wv * sl[start + i * sx]
                     rstride = ncols
                 _store_tile(dst[n, g * od + o, d0[0] + ds[0] * mz], acc, rstride, zero, nrows,
-                            ncols, my0, mx0, d0, ds)
+                            ncols, d0[1] + ds[1] * my0, ds[1], d0[2] + ds[2] * mx0, ds[2])
 
 
 @njit(parallel=True, **JIT)
