@@ -6,8 +6,13 @@ Run from the repository root::
     python benchmarks/compare.py --quick         # fewer repeats, slow SciPy paths skipped
     python benchmarks/compare.py --only 2d       # workloads whose name contains "2d"
     python benchmarks/compare.py --dtype float64 --json out.json
+    python benchmarks/compare.py --suites local,pool   # only those tables
 
-Two tables are printed.
+Two tables are defined here; the other operation families add theirs from side modules
+(``benchmarks/side_local.py``: unshared and tiled convolutions against PyTorch's
+``unfold`` + ``einsum`` and per-offset strided convs, with memory;
+``side_pool.py``: pooling; ``side_activation.py``: activations), each documented in
+its own docstring and runnable alone.
 
 1. Multi-channel convolutions (the workloads of SPEC section 3), gridconv against PyTorch's
    CPU convolutions (oneDNN), forward and forward+backward:
@@ -59,6 +64,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import json
 import os
 import platform
@@ -171,6 +177,11 @@ FILTERS = [
     Filter("filter volume 256^3 k3^3", (256, 256, 256), (3, 3, 3)),
     Filter("filter signal 1e6 k101", (10**6,), (101,)),
 ]
+
+# Tables: "conv" and "filter" are defined here; the others live in benchmarks/side_<name>.py
+# (unshared/tiled convolutions, pooling, activations) with a run() and a print_table().
+SIDE_SUITES = ("local", "pool", "activation")
+SUITES = ("conv", "filter") + SIDE_SUITES
 
 DIRECT_MAC_LIMIT = 2e8  # --quick skips scipy "direct" above this many multiply-adds
 
@@ -560,6 +571,9 @@ def main(argv=None) -> int:
                     help="thread count for numba and torch (default: numba's default)")
     ap.add_argument("--no-memory", action="store_true", help="skip the memory table")
     ap.add_argument("--no-filters", action="store_true", help="skip the SciPy table")
+    ap.add_argument("--suites", default=",".join(SUITES),
+                    help=f"comma-separated tables to run, from {','.join(SUITES)} "
+                         f"(default: all)")
     ap.add_argument("--memory-worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -590,8 +604,13 @@ def main(argv=None) -> int:
     def selected(name: str) -> bool:
         return args.only is None or args.only.lower() in name.lower()
 
-    workloads = [w for w in WORKLOADS if selected(w.name)]
-    filters = [] if args.no_filters else [f for f in FILTERS if selected(f.name)]
+    suites = [name.strip() for name in args.suites.split(",") if name.strip()]
+    unknown = sorted(set(suites) - set(SUITES))
+    if unknown:
+        ap.error(f"unknown suites {unknown}; choose from {list(SUITES)}")
+    workloads = [w for w in WORKLOADS if selected(w.name)] if "conv" in suites else []
+    filters = [] if args.no_filters or "filter" not in suites else [
+        f for f in FILTERS if selected(f.name)]
 
     torch_desc = (f"torch {torch.__version__} threads={torch.get_num_threads()}"
                   if torch is not None else "torch not importable")
@@ -614,6 +633,7 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     phases: dict = {}
     conv_rows, filter_rows = [], []
+    side_rows: dict = {}
     try:
         if workloads:
             print()
@@ -645,6 +665,18 @@ def main(argv=None) -> int:
             else:
                 print("memory: skipped (needs Linux /proc/self/clear_refs)")
             phases["memory_s"] = time.perf_counter() - t0
+        for name in (n for n in SIDE_SUITES if n in suites):
+            # the side modules of the other operation families (benchmarks/side_*.py)
+            module = importlib.import_module(f"side_{name}")
+            t0 = time.perf_counter()
+            kwargs = ({"memory": not args.no_memory, "threads": args.threads}
+                      if name == "local" else {})
+            rows = module.run(cfg, dtype, selected, **kwargs)
+            if rows:
+                print()
+                module.print_table(rows, dtype)
+            side_rows[name] = rows
+            phases[f"{name}_s"] = time.perf_counter() - t0
     finally:
         if limits is not None:
             limits.restore_original_limits()
@@ -667,7 +699,8 @@ def main(argv=None) -> int:
             "phases_s": phases, "load_average_at_start": load,
         }
         with open(args.json, "w") as fh:
-            json.dump({"meta": meta, "conv": conv_rows, "filter": filter_rows}, fh, indent=1)
+            json.dump({"meta": meta, "conv": conv_rows, "filter": filter_rows, **side_rows}, fh,
+                      indent=1)
         print(f"saved {args.json}")
     return 0
 

@@ -55,46 +55,47 @@ def _taps(i, s, off, amap, qlo, idx):
 
 
 @njit(**JIT)
-def _fill_patch(x, n0, nb, zi, yi, xi, patch):
-    """``patch[n, (c, kz, ky, kx)] = x[n0 + n, c, zi[kz], yi[ky], xi[kx]]`` (0 where -1)."""
-    zero = x.dtype.type(0)
-    nc = x.shape[1]
+def _patch_offsets(dims, zi, yi, xi, off):
+    """Flat offset in one sample, ``(C, Z, Y, X)`` = ``dims``, of every reduction index
+    ``r = (c, kz, ky, kx)`` of a position with source indices ``zi, yi, xi`` (-1 where
+    any of them is -1, a zero). Computed once per position, used for every sample."""
     tz, ty, tx = zi.shape[0], yi.shape[0], xi.shape[0]
-    for n in range(nb):
-        prow = patch[n]
-        for c in range(nc):
-            plane = x[n0 + n, c]
-            col = c * tz * ty * tx
-            for a in range(tz):
-                for b in range(ty):
-                    if zi[a] < 0 or yi[b] < 0:
-                        for e in range(tx):
-                            prow[col + e] = zero
-                    else:
-                        row = plane[zi[a], yi[b]]
-                        for e in range(tx):
-                            prow[col + e] = row[xi[e]] if xi[e] >= 0 else zero
-                    col += tx
+    plane = dims[1] * dims[2] * dims[3]
+    r = 0
+    for c in range(dims[0]):
+        for a in range(tz):
+            for b in range(ty):
+                valid = zi[a] >= 0 and yi[b] >= 0
+                row = c * plane + (zi[a] * dims[2] + yi[b]) * dims[3]
+                for e in range(tx):
+                    off[r] = row + xi[e] if valid and xi[e] >= 0 else -1
+                    r += 1
 
 
 @njit(**JIT)
-def _scatter_patch(gx, n0, nb, zi, yi, xi, dpatch):
-    """Adjoint of :func:`_fill_patch`: ``gx[n0 + n, c, zi, yi, xi] += dpatch[n, r]``."""
-    nc = gx.shape[1]
-    tz, ty, tx = zi.shape[0], yi.shape[0], xi.shape[0]
+def _fill_patch(x2, n0, nb, off, patch):
+    """``patch[n, r] = x2[n0 + n, off[r]]`` (0 where ``off[r] < 0``): a branch-free gather."""
+    zero = x2.dtype.type(0)
     for n in range(nb):
+        xn = x2[n0 + n]
+        prow = patch[n]
+        for r in range(off.shape[0]):
+            o = off[r]
+            v = xn[max(o, 0)]
+            prow[r] = v if o >= 0 else zero
+
+
+@njit(**JIT)
+def _scatter_patch(gx2, n0, nb, off, dpatch):
+    """Adjoint of :func:`_fill_patch`: ``gx2[n0 + n, off[r]] += dpatch[n, r]``. The offsets
+    of one position are distinct (one-to-one maps), so the adds never collide."""
+    for n in range(nb):
+        gn = gx2[n0 + n]
         prow = dpatch[n]
-        for c in range(nc):
-            plane = gx[n0 + n, c]
-            col = c * tz * ty * tx
-            for a in range(tz):
-                for b in range(ty):
-                    if zi[a] >= 0 and yi[b] >= 0:
-                        row = plane[zi[a], yi[b]]
-                        for e in range(tx):
-                            if xi[e] >= 0:
-                                row[xi[e]] += prow[col + e]
-                    col += tx
+        for r in range(off.shape[0]):
+            o = off[r]
+            if o >= 0:
+                gn[o] += prow[r]
 
 
 @njit(**JIT)
@@ -199,15 +200,16 @@ def _combine(g, b, out, na, accumulate):
 
 
 @njit(parallel=True, **JIT)
-def forward(x, w, bias, out, m, t, ss, offz, offy, offx, mapz, mapy, mapx, qlo, nblk, chunk,
-            nthreads):
+def forward(x2, dims, w, bias, out, m, t, ss, offz, offy, offx, mapz, mapy, mapx, qlo, nblk,
+            chunk, nthreads):
     """``out[n, o, i] = bias[o, i or 0] + P_i[n, :] . w[stack(i), o, :]``.
 
-    x : (N, C, Iz, Iy, Ix); w : (Tz*Ty*Tx, C_out, R); bias : (C_out, 1 or Oz*Oy*Ox), or
+    x2 : (N, C*Iz*Iy*Ix), the input with ``dims = (C, Iz, Iy, Ix)``; w : (Tz*Ty*Tx, C_out, R);
+    bias : (C_out, 1 or Oz*Oy*Ox), or
     (0, 1) for none; out : (N, C_out, Oz, Oy, Ox). m, t, ss, qlo : int64[3]. Tasks are
     runs of ``chunk`` positions; samples go through the patch ``nblk`` at a time.
     """
-    nsamp = x.shape[0]
+    nsamp = x2.shape[0]
     cout, r = w.shape[1], w.shape[2]
     npos = m[0] * m[1] * m[2]
     ntask = (npos + chunk - 1) // chunk
@@ -215,8 +217,9 @@ def forward(x, w, bias, out, m, t, ss, offz, offy, offx, mapz, mapy, mapx, qlo, 
     has_bias = bias.shape[0] > 0
     per_pos = bias.shape[1] > 1
     for th in prange(nth):
-        patch = np.empty((nblk, r), x.dtype)
-        res = np.empty((nblk, cout), x.dtype)
+        patch = np.empty((nblk, r), x2.dtype)
+        res = np.empty((nblk, cout), x2.dtype)
+        off = np.empty(r, np.int64)
         zi = np.empty(offz.shape[0], np.int64)
         yi = np.empty(offy.shape[0], np.int64)
         xi = np.empty(offx.shape[0], np.int64)
@@ -226,13 +229,14 @@ def forward(x, w, bias, out, m, t, ss, offz, offy, offx, mapz, mapy, mapx, qlo, 
                 _taps(iz, ss[0], offz, mapz, qlo[0], zi)
                 _taps(iy, ss[1], offy, mapy, qlo[1], yi)
                 _taps(ix, ss[2], offx, mapx, qlo[2], xi)
+                _patch_offsets(dims, zi, yi, xi, off)
                 wt = w[_stack(iz, iy, ix, t)]
                 for n0 in range(0, nsamp, nblk):
                     nb = min(nblk, nsamp - n0)
-                    _fill_patch(x, n0, nb, zi, yi, xi, patch)
+                    _fill_patch(x2, n0, nb, off, patch)
                     _dots(patch, wt, res, nb)
                     for o in range(cout):
-                        b = x.dtype.type(0)
+                        b = x2.dtype.type(0)
                         if has_bias:
                             b = bias[o, p] if per_pos else bias[o, 0]
                         for n in range(nb):
@@ -243,11 +247,12 @@ def forward(x, w, bias, out, m, t, ss, offz, offy, offx, mapz, mapy, mapx, qlo, 
 
 
 @njit(parallel=True, **JIT)
-def input_grad(g, w, gx, m, t, ss, offz, offy, offx, mapz, mapy, mapx, qlo, blk, nblk,
+def input_grad(g, w, gx2, dims, m, t, ss, offz, offy, offx, mapz, mapy, mapx, qlo, blk, nblk,
                nthreads):
     """``gx[n, :, taps(i)] += sum_o g[n, o, i] w[stack(i), o, :]`` for every position.
 
-    ``gx`` must be zeroed by the caller, and the maps must send distinct coordinates to
+    ``gx2`` (N, C*Iz*Iy*Ix), with ``dims = (C, Iz, Iy, Ix)``, must be zeroed by the
+    caller, and the maps must send distinct coordinates to
     distinct elements (zero padding, or the padded grid itself). ``blk`` : int64[3],
     positions per block and axis, each at least one receptive field (over the stride).
     """
@@ -271,6 +276,7 @@ def input_grad(g, w, gx, m, t, ss, offz, offy, offx, mapz, mapy, mapx, qlo, blk,
         for th in prange(nth):
             gi = np.empty((nblk, cout), g.dtype)
             dpatch = np.empty((nblk, r), g.dtype)
+            off = np.empty(r, np.int64)
             zi = np.empty(offz.shape[0], np.int64)
             yi = np.empty(offy.shape[0], np.int64)
             xi = np.empty(offx.shape[0], np.int64)
@@ -289,11 +295,12 @@ def input_grad(g, w, gx, m, t, ss, offz, offy, offx, mapz, mapy, mapx, qlo, blk,
                         _taps(iy, ss[1], offy, mapy, qlo[1], yi)
                         for ix in range(bx * blk[2], min(m[2], (bx + 1) * blk[2])):
                             _taps(ix, ss[2], offx, mapx, qlo[2], xi)
+                            _patch_offsets(dims, zi, yi, xi, off)
                             for n in range(nb):
                                 for o in range(cout):
                                     gi[n, o] = g[n0 + n, o, iz, iy, ix]
                             _combine(gi, w[_stack(iz, iy, ix, t)], dpatch, nb, False)
-                            _scatter_patch(gx, n0, nb, zi, yi, xi, dpatch)
+                            _scatter_patch(gx2, n0, nb, off, dpatch)
 
 
 # ---------------------------------------------------------------------- weight gradient
@@ -316,23 +323,24 @@ def _task_positions(task, owned, chunk, m, t):
 
 
 @njit(parallel=True, **JIT)
-def weight_grad(x, g, part, m, t, ss, offz, offy, offx, mapz, mapy, mapx, qlo, owned, nblk,
-                chunk, nthreads):
+def weight_grad(x2, dims, g, part, m, t, ss, offz, offy, offx, mapz, mapy, mapx, qlo, owned,
+                nblk, chunk, nthreads):
     """``part[slot, stack(i), o, :] += sum_n g[n, o, i] P_i[n, :]`` over all positions.
 
     ``owned``: one task per stack (``part`` has one slot, the gradient itself); otherwise
     tasks are runs of ``chunk`` positions and each thread sums into its own slot (the
     caller adds the slots). ``part`` must be zeroed by the caller.
     """
-    nsamp = x.shape[0]
+    nsamp = x2.shape[0]
     cout, r = part.shape[2], part.shape[3]
     npos = m[0] * m[1] * m[2]
     nstack = t[0] * t[1] * t[2]
     ntask = nstack if owned else (npos + chunk - 1) // chunk
     nth = max(1, min(nthreads, ntask))
     for th in prange(nth):
-        patch = np.empty((nblk, r), x.dtype)
-        gt = np.empty((cout, nblk), x.dtype)
+        patch = np.empty((nblk, r), x2.dtype)
+        gt = np.empty((cout, nblk), x2.dtype)
+        off = np.empty(r, np.int64)
         zi = np.empty(offz.shape[0], np.int64)
         yi = np.empty(offy.shape[0], np.int64)
         xi = np.empty(offx.shape[0], np.int64)
@@ -351,9 +359,10 @@ def weight_grad(x, g, part, m, t, ss, offz, offy, offx, mapz, mapy, mapx, qlo, o
                 _taps(iz, ss[0], offz, mapz, qlo[0], zi)
                 _taps(iy, ss[1], offy, mapy, qlo[1], yi)
                 _taps(ix, ss[2], offx, mapx, qlo[2], xi)
+                _patch_offsets(dims, zi, yi, xi, off)
                 for n0 in range(0, nsamp, nblk):
                     nb = min(nblk, nsamp - n0)
-                    _fill_patch(x, n0, nb, zi, yi, xi, patch)
+                    _fill_patch(x2, n0, nb, off, patch)
                     for o in range(cout):
                         for n in range(nb):
                             gt[o, n] = g[n0 + n, o, iz, iy, ix]
@@ -376,6 +385,11 @@ def _tables(axes):
             *(np.ascontiguousarray(a.map, i64) for a in axes), qlo)
 
 
+def _dims(a: np.ndarray) -> np.ndarray:
+    """(C, Z, Y, X) of a 5-D array, for the flat offsets of the patch gathers."""
+    return np.array(a.shape[1:], dtype=np.int64)
+
+
 def _samples_per_block(nsamp: int, r: int, itemsize: int) -> int:
     return int(max(1, min(nsamp, _PATCH_BYTES // (r * itemsize))))
 
@@ -388,8 +402,8 @@ def _chunk(npos: int, nthreads: int) -> int:
 def run_forward(x, w, bias, out, axes, t, nthreads: int) -> None:
     m, ss, oz, oy, ox, mz, my, mx, qlo = _tables(axes)
     nblk = _samples_per_block(x.shape[0], w.shape[2], x.itemsize)
-    forward(x, w, bias, out, m, np.asarray(t, np.int64), ss, oz, oy, ox, mz, my, mx, qlo,
-            nblk, _chunk(int(np.prod(m)), nthreads), nthreads)
+    forward(x.reshape(x.shape[0], -1), _dims(x), w, bias, out, m, np.asarray(t, np.int64), ss,
+            oz, oy, ox, mz, my, mx, qlo, nblk, _chunk(int(np.prod(m)), nthreads), nthreads)
 
 
 def run_input_grad(g, w, gx, axes, t, nthreads: int) -> None:
@@ -399,8 +413,8 @@ def run_input_grad(g, w, gx, axes, t, nthreads: int) -> None:
     blk = np.array([max(1, -(-(int(a.off[-1] - a.off[0]) + 1) // a.ss)) for a in axes],
                    dtype=np.int64)
     nblk = _samples_per_block(g.shape[0], w.shape[2], g.itemsize)
-    input_grad(g, w, gx, m, np.asarray(t, np.int64), ss, oz, oy, ox, mz, my, mx, qlo, blk,
-               nblk, nthreads)
+    input_grad(g, w, gx.reshape(gx.shape[0], -1), _dims(gx), m, np.asarray(t, np.int64), ss,
+               oz, oy, ox, mz, my, mx, qlo, blk, nblk, nthreads)
 
 
 def run_weight_grad(x, g, wshape, axes, t, nthreads: int) -> np.ndarray:
@@ -412,6 +426,7 @@ def run_weight_grad(x, g, wshape, axes, t, nthreads: int) -> np.ndarray:
     slots = 1 if owned else nthreads
     part = np.zeros((slots,) + tuple(wshape), dtype=x.dtype)
     nblk = _samples_per_block(x.shape[0], wshape[2], x.itemsize)
-    weight_grad(x, g, part, m, np.asarray(t, np.int64), ss, oz, oy, ox, mz, my, mx, qlo,
-                owned, nblk, _chunk(int(np.prod(m)), nthreads), nthreads)
+    weight_grad(x.reshape(x.shape[0], -1), _dims(x), g, part, m, np.asarray(t, np.int64), ss,
+                oz, oy, ox, mz, my, mx, qlo, owned, nblk, _chunk(int(np.prod(m)), nthreads),
+                nthreads)
     return part[0] if owned else part.sum(axis=0)
