@@ -35,9 +35,30 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-import compare
 import numpy as np
-from compare import Settings, _proc_status_kb, _reset_peak, load_torch, measure, rel_err, tol_for
+
+try:  # benchmarks/ is on sys.path: compare.py, or this file run as a script
+    import compare
+    from compare import (
+        Settings,
+        _proc_status_kb,
+        _reset_peak,
+        load_torch,
+        measure,
+        rel_err,
+        tol_for,
+    )
+except ImportError:  # imported as benchmarks.side_local (asv discovers every module)
+    from . import compare
+    from .compare import (
+        Settings,
+        _proc_status_kb,
+        _reset_peak,
+        load_torch,
+        measure,
+        rel_err,
+        tol_for,
+    )
 
 
 @dataclass(frozen=True)
