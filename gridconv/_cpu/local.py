@@ -413,6 +413,11 @@ def run_input_grad(g, w, gx, axes, t, nthreads: int) -> None:
     blk = np.array([max(1, -(-(int(a.off[-1] - a.off[0]) + 1) // a.ss)) for a in axes],
                    dtype=np.int64)
     nblk = _samples_per_block(g.shape[0], w.shape[2], g.itemsize)
+    # whole rows per block when the other axes give every thread work: the positions (and
+    # their weights) are then visited in memory order
+    outer = -(-int(m[0]) // int(blk[0])) * -(-int(m[1]) // int(blk[1]))
+    if -(-outer // 4) * -(-g.shape[0] // nblk) >= 2 * nthreads:
+        blk[2] = m[2]
     input_grad(g, w, gx.reshape(gx.shape[0], -1), _dims(gx), m, np.asarray(t, np.int64), ss,
                oz, oy, ox, mz, my, mx, qlo, blk, nblk, nthreads)
 
