@@ -5,6 +5,24 @@ rank (1, 2 or 3) comes from the weight.
 """
 
 from . import kernels, reference
+from .activation import (
+    abs_rectify,
+    abs_rectify_backward,
+    leaky_relu,
+    leaky_relu_backward,
+    log_softmax,
+    log_softmax_backward,
+    prelu,
+    prelu_backward,
+    relu,
+    relu_backward,
+    sigmoid,
+    sigmoid_backward,
+    softmax,
+    softmax_backward,
+    tanh,
+    tanh_backward,
+)
 from .conv import (
     conv,
     conv1d,
@@ -17,11 +35,31 @@ from .conv import (
     conv_transpose_backward,
     convolve,
 )
+from .local import tiled_conv, tiled_conv_backward, unshared_conv, unshared_conv_backward
+from .pool import (
+    avg_pool,
+    avg_pool_backward,
+    global_avg_pool,
+    global_avg_pool_backward,
+    global_max_pool,
+    global_max_pool_backward,
+    lp_pool,
+    lp_pool_backward,
+    max_pool,
+    max_pool_backward,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "conv", "conv1d", "conv2d", "conv3d", "convolve", "conv_transpose",
     "conv_backward", "conv_transpose_backward", "conv_grad_input", "conv_grad_weight",
+    "unshared_conv", "unshared_conv_backward", "tiled_conv", "tiled_conv_backward",
+    "max_pool", "max_pool_backward", "avg_pool", "avg_pool_backward", "lp_pool",
+    "lp_pool_backward", "global_max_pool", "global_max_pool_backward", "global_avg_pool",
+    "global_avg_pool_backward",
+    "relu", "relu_backward", "leaky_relu", "leaky_relu_backward", "prelu", "prelu_backward",
+    "abs_rectify", "abs_rectify_backward", "sigmoid", "sigmoid_backward", "tanh",
+    "tanh_backward", "softmax", "softmax_backward", "log_softmax", "log_softmax_backward",
     "reference", "kernels",
 ]

@@ -31,10 +31,33 @@ its input: each input element scatters a copy of the kernel into the output::
 keeping only the positions that land inside ``[0, O)``, where
 ``O = (I-1)*s - lo - hi + r*(K-1) + 1 + output_padding`` (PyTorch's rule).
 
+Pooling reduces each window ``xpad[n, c, s*i + r*k]`` (over the offsets ``k``) by its
+maximum (padding with ``-inf``), its mean, or its L^p norm ``(sum |x|^p)^(1/p)``; the
+global poolings reduce whole ``(n, c)`` planes. Window counts follow PyTorch's
+``max_pool``/``avg_pool`` rule, ``ceil_mode`` included (see :mod:`._pool`).
+
 The argument conventions (padding forms, errors, output shapes) are the engine's own:
 they come from :mod:`gridconv._params` and :mod:`gridconv._shapes`.
 """
 
+from ._activation import (
+    abs_rectify,
+    abs_rectify_backward,
+    leaky_relu,
+    leaky_relu_backward,
+    log_softmax,
+    log_softmax_backward,
+    prelu,
+    prelu_backward,
+    relu,
+    relu_backward,
+    sigmoid,
+    sigmoid_backward,
+    softmax,
+    softmax_backward,
+    tanh,
+    tanh_backward,
+)
 from ._conv import (
     NUMPY_PAD_MODES,
     conv,
@@ -45,6 +68,19 @@ from ._conv import (
     conv_transpose_backward,
     convolve,
     pad,
+)
+from ._local import tiled_conv, tiled_conv_backward, unshared_conv, unshared_conv_backward
+from ._pool import (
+    avg_pool,
+    avg_pool_backward,
+    global_avg_pool,
+    global_avg_pool_backward,
+    global_max_pool,
+    global_max_pool_backward,
+    lp_pool,
+    lp_pool_backward,
+    max_pool,
+    max_pool_backward,
 )
 
 __all__ = [
@@ -57,4 +93,34 @@ __all__ = [
     "conv_grad_weight",
     "conv_backward",
     "conv_transpose_backward",
+    "unshared_conv",
+    "unshared_conv_backward",
+    "tiled_conv",
+    "tiled_conv_backward",
+    "max_pool",
+    "max_pool_backward",
+    "avg_pool",
+    "avg_pool_backward",
+    "lp_pool",
+    "lp_pool_backward",
+    "global_max_pool",
+    "global_max_pool_backward",
+    "global_avg_pool",
+    "global_avg_pool_backward",
+    "relu",
+    "relu_backward",
+    "leaky_relu",
+    "leaky_relu_backward",
+    "prelu",
+    "prelu_backward",
+    "abs_rectify",
+    "abs_rectify_backward",
+    "sigmoid",
+    "sigmoid_backward",
+    "tanh",
+    "tanh_backward",
+    "softmax",
+    "softmax_backward",
+    "log_softmax",
+    "log_softmax_backward",
 ]
