@@ -147,8 +147,13 @@ def result_dtype(op: str, **arrays) -> np.dtype:
 
 
 def contiguous(a: np.ndarray, dtype) -> np.ndarray:
-    """C-contiguous copy in ``dtype`` only when needed (kernels compile one layout)."""
-    return np.ascontiguousarray(a, dtype=dtype)
+    """C-contiguous copy in ``dtype`` only when needed (kernels compile one layout).
+
+    Read-only arrays (``np.broadcast_to``, memory maps, frozen inputs) are copied too:
+    Numba types them apart, and a copy costs far less than compiling every kernel again.
+    """
+    out = np.ascontiguousarray(a, dtype=dtype)
+    return out if out.flags.writeable else out.copy()
 
 
 def check_ndim(a: np.ndarray, ndim: int, name: str, op: str, what: str) -> None:
