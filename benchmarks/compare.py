@@ -387,6 +387,23 @@ def _reset_peak() -> None:
         fh.write("5")
 
 
+def workspace_bytes(calls: dict) -> dict:
+    """``extra_<label>_bytes`` of each call: its peak resident set above the one before
+    it, minus the arrays it returned (run in a fresh process, after a warm-up)."""
+    out: dict = {}
+    for label, fn in calls.items():
+        gc.collect()
+        _reset_peak()
+        before = _proc_status_kb("VmRSS")
+        res = fn()
+        peak = _proc_status_kb("VmHWM")
+        arrays = res if isinstance(res, tuple) else (res,)
+        returned = sum(a.nbytes for a in arrays if a is not None)
+        out[f"extra_{label}_bytes"] = max(0, (peak - before) * 1024 - returned)
+        del res, arrays
+    return out
+
+
 def memory_worker(name: str, dtype: str, threads: int | None) -> None:
     """Entry point of the memory subprocess: prints one JSON line."""
     import numba
@@ -406,18 +423,7 @@ def memory_worker(name: str, dtype: str, threads: int | None) -> None:
 
     fwd()
     bwd()  # warm-up: compile or load from cache, start the thread pool
-    out: dict = {}
-    for label, fn in (("fwd", fwd), ("bwd", bwd)):
-        gc.collect()
-        _reset_peak()
-        before = _proc_status_kb("VmRSS")
-        res = fn()
-        peak = _proc_status_kb("VmHWM")
-        arrays = res if isinstance(res, tuple) else (res,)
-        returned = sum(a.nbytes for a in arrays if a is not None)
-        out[f"extra_{label}_bytes"] = max(0, (peak - before) * 1024 - returned)
-        del res, arrays
-    print(json.dumps(out))
+    print(json.dumps(workspace_bytes({"fwd": fwd, "bwd": bwd})))
 
 
 def memory_supported() -> bool:
@@ -429,18 +435,26 @@ def memory_supported() -> bool:
         return False
 
 
-def run_memory(w: Workload, dtype, threads: int | None) -> dict | None:
+def spawn_memory_worker(script: str, name: str, dtype, threads: int | None) -> dict | None:
+    """Run ``script --memory-worker name`` in a fresh process (glibc returning freed
+    buffers to the OS) and parse its JSON line; None, with its stderr shown, on failure."""
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
-    cmd = [sys.executable, os.path.abspath(__file__), "--memory-worker", w.name,
+    cmd = [sys.executable, os.path.abspath(script), "--memory-worker", name,
            "--dtype", np.dtype(dtype).name]
     if threads:
         cmd += ["--threads", str(threads)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
-        print(f"  memory subprocess failed for {w.name!r}:\n{proc.stderr[-2000:]}",
+        print(f"  memory subprocess failed for {name!r}:\n{proc.stderr[-2000:]}",
               file=sys.stderr)
         return None
-    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_memory(w: Workload, dtype, threads: int | None) -> dict | None:
+    data = spawn_memory_worker(__file__, w.name, dtype, threads)
+    if data is None:
+        return None
     itemsize = np.dtype(dtype).itemsize
     x_shape = (w.n, w.c_in, *w.size)
     data["input_bytes"] = int(np.prod(x_shape)) * itemsize

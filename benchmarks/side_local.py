@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from dataclasses import dataclass
 
@@ -41,8 +40,6 @@ try:  # benchmarks/ is on sys.path: compare.py, or this file run as a script
     import compare
     from compare import (
         Settings,
-        _proc_status_kb,
-        _reset_peak,
         load_torch,
         measure,
         rel_err,
@@ -52,8 +49,6 @@ except ImportError:  # imported as benchmarks.side_local (asv discovers every mo
     from . import compare
     from .compare import (
         Settings,
-        _proc_status_kb,
-        _reset_peak,
         load_torch,
         measure,
         rel_err,
@@ -238,8 +233,6 @@ def run_workload(w: LocalWorkload, dtype, cfg: Settings) -> dict:
 
 
 def memory_worker(name: str, dtype: str, threads: int | None) -> None:
-    import gc
-
     import numba
 
     if threads:
@@ -249,32 +242,13 @@ def memory_worker(name: str, dtype: str, threads: int | None) -> None:
     fwd, bwd, _ = gridconv_calls(w, x, weight, bias, g)
     fwd()
     bwd()  # warm-up
-    out: dict = {}
-    for label, fn in (("fwd", fwd), ("bwd", bwd)):
-        gc.collect()
-        _reset_peak()
-        before = _proc_status_kb("VmRSS")
-        res = fn()
-        peak = _proc_status_kb("VmHWM")
-        arrays = res if isinstance(res, tuple) else (res,)
-        returned = sum(a.nbytes for a in arrays if a is not None)
-        out[f"extra_{label}_bytes"] = max(0, (peak - before) * 1024 - returned)
-        del res, arrays
-    print(json.dumps(out))
+    print(json.dumps(compare.workspace_bytes({"fwd": fwd, "bwd": bwd})))
 
 
 def run_memory(w: LocalWorkload, dtype, threads: int | None) -> dict | None:
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
-    cmd = [sys.executable, os.path.abspath(__file__), "--memory-worker", w.name,
-           "--dtype", np.dtype(dtype).name]
-    if threads:
-        cmd += ["--threads", str(threads)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if proc.returncode != 0:
-        print(f"  memory subprocess failed for {w.name!r}:\n{proc.stderr[-2000:]}",
-              file=sys.stderr)
+    data = compare.spawn_memory_worker(__file__, w.name, dtype, threads)
+    if data is None:
         return None
-    data = json.loads(proc.stdout.strip().splitlines()[-1])
     itemsize = np.dtype(dtype).itemsize
     data["output_bytes"] = w.n * w.c_out * int(np.prod(w.out_size())) * itemsize
     data["unfold_bytes"] = w.unfold_elements() * itemsize
