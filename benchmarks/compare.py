@@ -237,6 +237,21 @@ def measure(fn: Callable, cfg: Settings, *, warmup_counts: bool = False):
     return timing, result
 
 
+def standalone_setup(quick: bool, threads: int | None) -> tuple[Settings, int]:
+    """Set-up of a side module run on its own: numba's thread count (``threads`` or its
+    default), torch (when importable) on the same count, and the timing settings."""
+    import numba
+
+    if threads:
+        numba.set_num_threads(threads)
+    threads = numba.get_num_threads()
+    if load_torch():
+        torch.set_num_threads(threads)
+    cfg = Settings(repeats=3 if quick else 7, min_repeats=2 if quick else 3,
+                   budget=0.5 if quick else 2.0)
+    return cfg, threads
+
+
 def rel_err(a, b) -> float:
     """max |a - b| / max |b| (b is the reference)."""
     a = np.asarray(a, dtype=np.float64)

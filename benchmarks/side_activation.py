@@ -236,13 +236,7 @@ def main(argv=None) -> int:
 
     import numba
 
-    if args.threads:
-        numba.set_num_threads(args.threads)
-    threads = numba.get_num_threads()
-    if load_torch():
-        compare.torch.set_num_threads(threads)
-    cfg = Settings(repeats=3 if args.quick else 7, min_repeats=2 if args.quick else 3,
-                   budget=0.5 if args.quick else 2.0)
+    cfg, threads = compare.standalone_setup(args.quick, args.threads)
     dtype = np.dtype(args.dtype)
     torch_desc = (f"torch {compare.torch.__version__} threads="
                   f"{compare.torch.get_num_threads()}" if compare.torch is not None

@@ -323,13 +323,7 @@ def main(argv=None) -> int:
         return 0
     import numba
 
-    load_torch()
-    if args.threads:
-        numba.set_num_threads(args.threads)
-    if compare.torch is not None:
-        compare.torch.set_num_threads(numba.get_num_threads())
-    cfg = Settings(repeats=3 if args.quick else 7, min_repeats=2 if args.quick else 3,
-                   budget=0.5 if args.quick else 2.0)
+    cfg, _ = compare.standalone_setup(args.quick, args.threads)
     dtype = np.dtype(args.dtype)
     print(f"threads={numba.get_num_threads()} dtype={dtype.name} load={os.getloadavg()[0]:.2f}")
     rows = run(cfg, dtype, lambda name: args.only is None or args.only.lower() in name.lower(),
