@@ -24,6 +24,7 @@ import numbers
 import numpy as np
 import numpy.typing  # noqa: F401  (np.typing for the annotations)
 
+from ._dispatch import dispatch
 from ._cpu import activation as k
 from ._params import as_array, contiguous, fail, result_dtype
 
@@ -127,6 +128,7 @@ def _backward(op: str, grad_output, x, code: int, slope: float = 0.0, output=Non
     return out
 
 
+@dispatch
 def relu(x: ArrayLike) -> np.ndarray:
     """Rectified linear unit, ``max(x, 0)``, elementwise.
 
@@ -143,12 +145,14 @@ def relu(x: ArrayLike) -> np.ndarray:
     return _forward("relu", x, k.RELU)
 
 
+@dispatch
 def relu_backward(grad_output: ArrayLike, x: ArrayLike) -> np.ndarray:
     """``grad_output * relu'(x)`` with ``relu'(x) = 1`` for ``x > 0``, 0 for ``x <= 0``
     (0 at the kink, as PyTorch). Both arrays have the same shape."""
     return _backward("relu_backward", grad_output, x, k.RELU)
 
 
+@dispatch
 def leaky_relu(x: ArrayLike, negative_slope: float = 0.01) -> np.ndarray:
     """Leaky ReLU, ``x`` for ``x > 0`` and ``negative_slope * x`` otherwise, elementwise.
 
@@ -166,6 +170,7 @@ def leaky_relu(x: ArrayLike, negative_slope: float = 0.01) -> np.ndarray:
     return _forward(op, x, k.LEAKY, _check_slope(op, negative_slope))
 
 
+@dispatch
 def leaky_relu_backward(grad_output: ArrayLike, x: ArrayLike,
                         negative_slope: float = 0.01) -> np.ndarray:
     """``grad_output * leaky_relu'(x)``: 1 for ``x > 0``, ``negative_slope`` for
@@ -174,16 +179,19 @@ def leaky_relu_backward(grad_output: ArrayLike, x: ArrayLike,
     return _backward(op, grad_output, x, k.LEAKY, _check_slope(op, negative_slope))
 
 
+@dispatch
 def abs_rectify(x: ArrayLike) -> np.ndarray:
     """Absolute-value rectification ``|x|``, elementwise (shape and dtype of ``x``)."""
     return _forward("abs_rectify", x, k.ABS)
 
 
+@dispatch
 def abs_rectify_backward(grad_output: ArrayLike, x: ArrayLike) -> np.ndarray:
     """``grad_output * sign(x)``, with ``sign(0) = 0`` (as PyTorch)."""
     return _backward("abs_rectify_backward", grad_output, x, k.ABS)
 
 
+@dispatch
 def sigmoid(x: ArrayLike) -> np.ndarray:
     """Logistic sigmoid ``1 / (1 + exp(-x))``, elementwise.
 
@@ -204,6 +212,7 @@ def sigmoid(x: ArrayLike) -> np.ndarray:
     return _forward("sigmoid", x, k.SIGMOID)
 
 
+@dispatch
 def sigmoid_backward(grad_output: ArrayLike, x: ArrayLike | None, *,
                      output: ArrayLike | None = None) -> np.ndarray:
     """``grad_output * s * (1 - s)`` with ``s = sigmoid(x)``.
@@ -230,12 +239,14 @@ def sigmoid_backward(grad_output: ArrayLike, x: ArrayLike | None, *,
                      out_code=k.SIGMOID_OUT)
 
 
+@dispatch
 def tanh(x: ArrayLike) -> np.ndarray:
     """Hyperbolic tangent, elementwise (shape and dtype of ``x``); saturates to exactly
     ``+-1`` for large ``|x|``."""
     return _forward("tanh", x, k.TANH)
 
 
+@dispatch
 def tanh_backward(grad_output: ArrayLike, x: ArrayLike | None, *,
                   output: ArrayLike | None = None) -> np.ndarray:
     """``grad_output * (1 - tanh(x)^2)``.
@@ -279,6 +290,7 @@ def _prelu_rows(x: np.ndarray, weight: np.ndarray) -> int:
     return int(np.prod(x.shape[2:], dtype=np.int64))
 
 
+@dispatch
 def prelu(x: ArrayLike, weight: ArrayLike) -> np.ndarray:
     """Parametric ReLU: ``x`` for ``x > 0``, ``weight[c] * x`` otherwise, ``c`` the channel.
 
@@ -303,6 +315,7 @@ def prelu(x: ArrayLike, weight: ArrayLike) -> np.ndarray:
     return out
 
 
+@dispatch
 def prelu_backward(grad_output: ArrayLike, x: ArrayLike,
                    weight: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Gradients of :func:`prelu`: ``(grad_x, grad_weight)``.
@@ -372,6 +385,7 @@ def _softmax_backward(op: str, grad_output, x, axis, output, log: bool) -> np.nd
     return _run_softmax(g.shape, ax, dt, log, k.BACKWARD_Y, g, output)
 
 
+@dispatch
 def softmax(x: ArrayLike, axis: int = 1) -> np.ndarray:
     """``exp(x) / sum(exp(x))`` over ``axis`` (the channels by default).
 
@@ -393,6 +407,7 @@ def softmax(x: ArrayLike, axis: int = 1) -> np.ndarray:
     return _softmax("softmax", x, axis, False)
 
 
+@dispatch
 def softmax_backward(grad_output: ArrayLike, x: ArrayLike | None, axis: int = 1, *,
                      output: ArrayLike | None = None) -> np.ndarray:
     """``y * (grad_output - sum(grad_output * y, axis))`` with ``y = softmax(x, axis)``.
@@ -418,6 +433,7 @@ def softmax_backward(grad_output: ArrayLike, x: ArrayLike | None, axis: int = 1,
     return _softmax_backward("softmax_backward", grad_output, x, axis, output, False)
 
 
+@dispatch
 def log_softmax(x: ArrayLike, axis: int = 1) -> np.ndarray:
     """``log(softmax(x))`` over ``axis``, by log-sum-exp: ``x - m - log(sum exp(x - m))``
     with ``m`` the maximum over the axis; finite for every finite input, even where the
@@ -436,6 +452,7 @@ def log_softmax(x: ArrayLike, axis: int = 1) -> np.ndarray:
     return _softmax("log_softmax", x, axis, True)
 
 
+@dispatch
 def log_softmax_backward(grad_output: ArrayLike, x: ArrayLike | None, axis: int = 1, *,
                          output: ArrayLike | None = None) -> np.ndarray:
     """``grad_output - exp(y) * sum(grad_output, axis)`` with ``y = log_softmax(x, axis)``.

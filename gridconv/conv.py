@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing  # noqa: F401  (np.typing for the annotations)
 
+from ._dispatch import dispatch
 from . import _fft
 from . import _geometry as geo
 from ._cpu import driver
@@ -182,6 +183,7 @@ def _conv_forward(x, weight, bias, spec: _ConvSpec) -> np.ndarray:
 
 
 @_doc
+@dispatch
 def conv(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, *, stride=1,
          padding=0, dilation=1, groups: int = 1, padding_mode: str = "zeros",
          flip: bool = False) -> np.ndarray:
@@ -225,10 +227,11 @@ def conv(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, *, stri
 def _ranked(nd: int):
     def f(x, weight, bias=None, **kwargs):
         op = f"conv{nd}d"
-        w = as_array(weight, "weight", op)
+        # Keep a Dask or device weight as it is, so that ``conv`` routes it.
+        w = weight if hasattr(weight, "ndim") else as_array(weight, "weight", op)
         if w.ndim != nd + 2:
             raise fail(op, f"`weight` must be {nd + 2}-D (C_out, C_in // groups, *K) for "
-                           f"{nd} spatial axes, got shape {w.shape}")
+                           f"{nd} spatial axes, got shape {tuple(w.shape)}")
         return conv(x, w, bias, **kwargs)
 
     f.__name__ = f.__qualname__ = f"conv{nd}d"
@@ -297,6 +300,7 @@ def _check_gout(op: str, gout, shape, dtype) -> np.ndarray:
 
 
 @_doc
+@dispatch
 def conv_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
                   bias: ArrayLike | None = None, *, stride=1, padding=0, dilation=1,
                   groups: int = 1, padding_mode: str = "zeros", flip: bool = False):
@@ -351,6 +355,7 @@ def _shape_arg(op: str, shape, name: str, ndim: int) -> tuple:
 
 
 @_doc
+@dispatch
 def conv_grad_input(grad_output: ArrayLike, weight: ArrayLike, input_shape, *, stride=1,
                     padding=0, dilation=1, groups: int = 1, padding_mode: str = "zeros",
                     flip: bool = False) -> np.ndarray:
@@ -384,6 +389,7 @@ def conv_grad_input(grad_output: ArrayLike, weight: ArrayLike, input_shape, *, s
 
 
 @_doc
+@dispatch
 def conv_grad_weight(grad_output: ArrayLike, x: ArrayLike, weight_shape, *, stride=1,
                      padding=0, dilation=1, groups: int = 1, padding_mode: str = "zeros",
                      flip: bool = False) -> np.ndarray:
@@ -449,6 +455,7 @@ def _transpose_spec(op, x, weight, stride, padding, output_padding, dilation, gr
     return _TransposeSpec(cspec, out_shape)
 
 
+@dispatch
 def conv_transpose(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, *,
                    stride=1, padding=0, output_padding=0, dilation=1,
                    groups: int = 1) -> np.ndarray:
@@ -496,6 +503,7 @@ def conv_transpose(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = Non
     return dst.reshape(tspec.out_shape)
 
 
+@dispatch
 def conv_transpose_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
                             bias: ArrayLike | None = None, *, stride=1, padding=0,
                             output_padding=0, dilation=1, groups: int = 1):

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._dispatch import dispatch
 from . import _geometry as geo
 from ._cpu import driver
 from ._cpu import local as kern
@@ -274,6 +275,7 @@ def _backward(op: str, unshared: bool, grad_output, x, weight, bias, stride, pad
 
 
 @_doc
+@dispatch
 def unshared_conv(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, *,
                   stride=1, padding=0, dilation=1, padding_mode: str = "zeros") -> np.ndarray:
     """Unshared (locally connected) convolution: one kernel stack per output position.
@@ -319,6 +321,7 @@ def unshared_conv(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None
 
 
 @_doc
+@dispatch
 def unshared_conv_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
                            bias: ArrayLike | None = None, *, stride=1, padding=0, dilation=1,
                            padding_mode: str = "zeros"):
@@ -342,6 +345,7 @@ def unshared_conv_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLi
 
 
 @_doc
+@dispatch
 def tiled_conv(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, *, stride=1,
                padding=0, dilation=1, padding_mode: str = "zeros") -> np.ndarray:
     """Tiled convolution: ``T`` kernel stacks per axis, cycling over the output positions.
@@ -383,6 +387,7 @@ def tiled_conv(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, *
 
 
 @_doc
+@dispatch
 def tiled_conv_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike,
                         bias: ArrayLike | None = None, *, stride=1, padding=0, dilation=1,
                         padding_mode: str = "zeros"):

@@ -17,6 +17,7 @@ import numba
 import numpy as np
 import numpy.typing  # noqa: F401  (np.typing for the annotations)
 
+from ._dispatch import dispatch
 from ._cpu import pool as kernels
 from ._params import as_array, contiguous, fail, per_axis, result_dtype
 
@@ -297,6 +298,7 @@ def _max_forward(x5: np.ndarray, spec: _PoolSpec, want_idx: bool):
 
 
 @_doc
+@dispatch
 def max_pool(x: ArrayLike, window, stride=None, padding=0, dilation=1, ceil_mode=False,
              return_indices=False):
     """Max pooling over windows of 1, 2 or 3 spatial axes.
@@ -341,6 +343,7 @@ def max_pool(x: ArrayLike, window, stride=None, padding=0, dilation=1, ceil_mode
 
 
 @_doc
+@dispatch
 def max_pool_backward(grad_output: ArrayLike, x: ArrayLike, window, stride=None, padding=0,
                       dilation=1, ceil_mode=False, indices: ArrayLike | None = None):
     """Gradient of :func:`max_pool` with respect to ``x``.
@@ -401,6 +404,7 @@ def max_pool_backward(grad_output: ArrayLike, x: ArrayLike, window, stride=None,
 # --------------------------------------------------------------------- average pooling ---
 
 @_doc
+@dispatch
 def avg_pool(x: ArrayLike, window, stride=None, padding=0, ceil_mode=False,
              count_include_pad=True):
     """Average pooling over windows of 1, 2 or 3 spatial axes.
@@ -439,6 +443,7 @@ def avg_pool(x: ArrayLike, window, stride=None, padding=0, ceil_mode=False,
 
 
 @_doc
+@dispatch
 def avg_pool_backward(grad_output: ArrayLike, x: ArrayLike, window, stride=None, padding=0,
                       ceil_mode=False, count_include_pad=True):
     """Gradient of :func:`avg_pool` with respect to ``x``.
@@ -483,6 +488,7 @@ def _lp_mode(p: float) -> int:
 
 
 @_doc
+@dispatch
 def lp_pool(x: ArrayLike, p, window, stride=None, padding=0, ceil_mode=False):
     """L^p pooling: the p-norm of each window, ``(sum over taps of |x|^p) ^ (1/p)``.
 
@@ -521,6 +527,7 @@ def lp_pool(x: ArrayLike, p, window, stride=None, padding=0, ceil_mode=False):
 
 
 @_doc
+@dispatch
 def lp_pool_backward(grad_output: ArrayLike, x: ArrayLike, p, window, stride=None, padding=0,
                      ceil_mode=False):
     """Gradient of :func:`lp_pool` with respect to ``x``.
@@ -592,6 +599,7 @@ def _kept(x_shape: tuple) -> tuple:
     return tuple(x_shape[:2]) + (1,) * (len(x_shape) - 2)
 
 
+@dispatch
 def global_max_pool(x: ArrayLike):
     """Global max pooling: the maximum of each ``(n, c)`` plane.
 
@@ -621,6 +629,7 @@ def global_max_pool(x: ArrayLike):
     return out.reshape(_kept(x.shape))
 
 
+@dispatch
 def global_avg_pool(x: ArrayLike):
     """Global average pooling: the mean of each ``(n, c)`` plane.
 
@@ -661,6 +670,7 @@ def _global_backward_args(op: str, grad_output, x):
     return x, g, result_dtype(op, grad_output=g, x=x)
 
 
+@dispatch
 def global_max_pool_backward(grad_output: ArrayLike, x: ArrayLike):
     """Gradient of :func:`global_max_pool`: each plane's gradient goes to its winner.
 
@@ -685,6 +695,7 @@ def global_max_pool_backward(grad_output: ArrayLike, x: ArrayLike):
     return _scatter(g, idx, x.shape, dtype)[0]
 
 
+@dispatch
 def global_avg_pool_backward(grad_output: ArrayLike, x: ArrayLike):
     """Gradient of :func:`global_avg_pool`: ``grad_output / (number of elements per
     plane)`` on every element. ``x`` is used for its shape and dtype only.
