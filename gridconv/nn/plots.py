@@ -120,3 +120,40 @@ def plot_saliency(images: np.ndarray, cams: np.ndarray, path: str | os.PathLike,
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_segmentation(images: np.ndarray, truth: np.ndarray, pred: np.ndarray,
+                      path: str | os.PathLike, class_names=None, titles=None,
+                      title: str = "segmentation") -> None:
+    """Rows of (image, true labels, predicted labels) for 2-D slices ``(R, H, W)``, the
+    labels drawn over the image in one colour per class (0 transparent)."""
+    plt = _plt()
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    images, truth, pred = np.asarray(images), np.asarray(truth), np.asarray(pred)
+    k = int(max(truth.max(), pred.max())) + 1
+    colours = plt.get_cmap("tab10")(np.arange(10))[:max(k, 2)]
+    colours[0, 3] = 0  # background: see-through
+    cmap = ListedColormap(colours)
+    rows = len(images)
+    fig, axes = plt.subplots(rows, 3, figsize=(8.4, 2.8 * rows + 0.6), squeeze=False)
+    for r in range(rows):
+        for c, (lab, name) in enumerate(((None, "image"), (truth[r], "truth"),
+                                         (pred[r], "prediction"))):
+            ax = axes[r, c]
+            ax.imshow(images[r], cmap="gray")
+            if lab is not None:
+                ax.imshow(np.ma.masked_equal(lab, 0), cmap=cmap, vmin=0, vmax=len(colours) - 1,
+                          alpha=0.55, interpolation="nearest")
+            ax.set_axis_off()
+            ax.set_title(name if titles is None else f"{titles[r]}: {name}", fontsize=8)
+    if class_names is not None:
+        handles = [Patch(color=colours[i], label=n) for i, n in enumerate(class_names)
+                   if 0 < i < len(colours)]
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6),
+                   fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
