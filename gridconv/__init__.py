@@ -35,6 +35,7 @@ from .conv import (
     conv_transpose_backward,
     convolve,
 )
+from .device import backends, to_device, to_host
 from .local import tiled_conv, tiled_conv_backward, unshared_conv, unshared_conv_backward
 from .pool import (
     avg_pool,
@@ -51,6 +52,18 @@ from .pool import (
 
 __version__ = "0.1.0"
 
+# Submodules with heavier dependencies (h5py, Dask) load on first use: ``gridconv.nn``,
+# ``gridconv.data``, ``gridconv.datasets``, ``gridconv.dask``.
+_LAZY = ("nn", "data", "datasets", "dask")
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 __all__ = [
     "conv", "conv1d", "conv2d", "conv3d", "convolve", "conv_transpose",
     "conv_backward", "conv_transpose_backward", "conv_grad_input", "conv_grad_weight",
@@ -61,5 +74,5 @@ __all__ = [
     "relu", "relu_backward", "leaky_relu", "leaky_relu_backward", "prelu", "prelu_backward",
     "abs_rectify", "abs_rectify_backward", "sigmoid", "sigmoid_backward", "tanh",
     "tanh_backward", "softmax", "softmax_backward", "log_softmax", "log_softmax_backward",
-    "reference", "kernels",
+    "reference", "kernels", "to_device", "to_host", "backends",
 ]

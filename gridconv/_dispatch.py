@@ -35,9 +35,12 @@ def array_kind(a) -> str | None:
     module = type(a).__module__ or ""
     if module.startswith("dask"):
         return "dask"
-    if hasattr(a, "__cuda_array_interface__") or (
-        "cuda" in module and hasattr(a, "copy_to_host")
-    ):
+    try:
+        if hasattr(a, "__cuda_array_interface__"):
+            return "cuda"
+    except RuntimeError:  # a PyTorch CUDA tensor that requires grad refuses the interface
+        return "cuda" if getattr(a, "is_cuda", False) else None
+    if "cuda" in module and hasattr(a, "copy_to_host"):  # the simulator's device arrays
         return "cuda"
     return None
 

@@ -24,8 +24,8 @@ import numbers
 import numpy as np
 import numpy.typing  # noqa: F401  (np.typing for the annotations)
 
-from ._dispatch import dispatch
 from ._cpu import activation as k
+from ._dispatch import dispatch
 from ._params import as_array, contiguous, fail, result_dtype
 
 ArrayLike = np.typing.ArrayLike

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing  # noqa: F401  (np.typing for the annotations)
 
-from ._dispatch import dispatch
 from . import _fft
 from . import _geometry as geo
 from ._cpu import driver
+from ._dispatch import dispatch
 from ._params import (
     as_array,
     check_circular,

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._dispatch import dispatch
 from . import _geometry as geo
 from ._cpu import driver
 from ._cpu import local as kern
+from ._dispatch import dispatch
 from ._params import (
     as_array,
     check_circular,

@@ -17,8 +17,8 @@ import numba
 import numpy as np
 import numpy.typing  # noqa: F401  (np.typing for the annotations)
 
-from ._dispatch import dispatch
 from ._cpu import pool as kernels
+from ._dispatch import dispatch
 from ._params import as_array, contiguous, fail, per_axis, result_dtype
 
 ArrayLike = np.typing.ArrayLike
