@@ -74,7 +74,7 @@ def make_patches(path: Path, img, lab, runs, n: int, seed: int) -> None:
 
 
 def main(argv=None) -> int:
-    p = _common.base_parser(__doc__.splitlines()[0], 8, 4, 3e-3, "out/ct")
+    p = _common.base_parser(__doc__.splitlines()[0], 16, 4, 3e-3, "out/ct")
     p.add_argument("--patches", type=int, default=96, help="training patches per epoch")
     p.add_argument("--widths", default="8,16,32", help="U-Net channels per level")
     args = p.parse_args(argv)

@@ -356,3 +356,17 @@ def test_ct_example_quick(tmp_path):
     report = module.main(["--quick", "--no-progress", "--out", str(tmp_path)])
     assert report["dice"] > 0.9  # against the TotalSegmentator lungs of the same CT
     assert not list(tmp_path.glob("*.h5"))  # the files are removed
+
+
+def test_sliding_window_with_a_gridconv_nn_unet():
+    """A real 3-D U-Net from gridconv.nn: one tile covering the volume gives the direct
+    result; overlapping tiles give a finite, blended map of the right shape."""
+    from gridconv import nn
+
+    model = nn.models.unet(3, 1, 2, widths=(2, 4), seed=0).eval()
+    vol = np.random.default_rng(0).standard_normal((1, 8, 16, 16)).astype(np.float32)
+    whole = gd.sliding_window_inference(model, vol, (8, 16, 16), overlap=0.0).compute()
+    assert np.allclose(whole, model(vol[None])[0], atol=1e-5)
+    tiled = gd.sliding_window_inference(model, da.from_array(vol, chunks=(1, 4, 8, 8)),
+                                           (4, 8, 8), overlap=0.5, batch_size=3).compute()
+    assert tiled.shape == (2, 8, 16, 16) and np.isfinite(tiled).all()
