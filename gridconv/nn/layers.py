@@ -348,6 +348,10 @@ ConvTranspose1d, ConvTranspose2d, ConvTranspose3d = (_ranked(ConvTranspose, d)
 class _Pool(Module):
     """A pooling operation and its backward with fixed keyword arguments."""
 
+    def __init__(self):
+        super().__init__()
+        self.kwargs: dict = {}
+
     def forward(self, x):
         self._x = x
         return type(self).fwd(x, **self.kwargs)
@@ -418,10 +422,6 @@ class GlobalMaxPool(_Pool):
     fwd = staticmethod(pool_ops.global_max_pool)
     bwd = staticmethod(pool_ops.global_max_pool_backward)
 
-    def __init__(self):
-        super().__init__()
-        self.kwargs = {}
-
 
 @register
 class GlobalAvgPool(_Pool):
@@ -429,10 +429,6 @@ class GlobalAvgPool(_Pool):
 
     fwd = staticmethod(pool_ops.global_avg_pool)
     bwd = staticmethod(pool_ops.global_avg_pool_backward)
-
-    def __init__(self):
-        super().__init__()
-        self.kwargs = {}
 
 
 # -------------------------------------------------------------------- activations ---
