@@ -26,6 +26,10 @@ _DIRECT_MAX_OUT = 2
 # ...and, over unit source steps, the reduction length (channels x taps) up to which it
 # beats the patch path's dot products (whose horizontal sums dominate short reductions).
 _DIRECT_MAX_REDUCTION = 160
+# ...and, over unit source steps, the destination channels up to which it wins whatever
+# the reduction length (the patch path's channels-last slab and patch copies are paid
+# once per tile and shared by all destination channels; with few of them they dominate).
+_DIRECT_MAX_OUT_FLAT = 32
 _DIRECT_SPAN = 512
 
 
@@ -122,7 +126,8 @@ def gather(src: np.ndarray, w6: np.ndarray, bias, dst: np.ndarray, axes: list[Ax
     flat = axes[1].ss == 1 and axes[2].ss == 1
     reduction = w7.shape[3] * axes[0].taps * axes[1].taps * axes[2].taps
     if not periodic and (w6.shape[1] <= _DIRECT_MAX_OUT or
-                         (flat and reduction <= _DIRECT_MAX_REDUCTION)):
+                         (flat and (reduction <= _DIRECT_MAX_REDUCTION
+                                    or w6.shape[1] <= _DIRECT_MAX_OUT_FLAT))):
         taps = w6[:, :, :, axes[0].kidx][:, :, :, :, axes[1].kidx][:, :, :, :, :, axes[2].kidx]
         # four accumulator rows and the slab runs they read stay in L1
         rows, cols = _direct_tile(m, src.shape[0] * w6.shape[0],
