@@ -30,6 +30,8 @@ _DIRECT_MAX_REDUCTION = 160
 # the reduction length (the patch path's channels-last slab and patch copies are paid
 # once per tile and shared by all destination channels; with few of them they dominate).
 _DIRECT_MAX_OUT_FLAT = 32
+# ...and the output row length (per stack along x) from which rows run one at a time.
+_DIRECT_MIN_ROW = 64
 _DIRECT_SPAN = 512
 
 
@@ -125,16 +127,21 @@ def gather(src: np.ndarray, w6: np.ndarray, bias, dst: np.ndarray, axes: list[Ax
     tiles = (1, 1, 1) if tiles is None else tiles
     flat = axes[1].ss == 1 and axes[2].ss == 1
     reduction = w7.shape[3] * axes[0].taps * axes[1].taps * axes[2].taps
-    if not periodic and (w6.shape[1] <= _DIRECT_MAX_OUT or
-                         (flat and (reduction <= _DIRECT_MAX_REDUCTION
-                                    or w6.shape[1] <= _DIRECT_MAX_OUT_FLAT))):
-        taps = w6[:, :, :, axes[0].kidx][:, :, :, :, axes[1].kidx][:, :, :, :, :, axes[2].kidx]
-        # four accumulator rows and the slab runs they read stay in L1
-        rows, cols = _direct_tile(m, src.shape[0] * w6.shape[0],
-                                  2048 if w6.shape[1] < 4 else _DIRECT_SPAN)
-        work = src.shape[0] * int(np.prod(m)) * taps.size
+    od = w7.shape[2]
+    # The direct kernel runs a tile's rows as one long axpy when output rows map to
+    # consecutive slab rows of one stack; otherwise row by row, which pays only on long
+    # rows (phases of a stride or of the stacks along x are split into contiguous runs).
+    merged = flat and tiles[1] == 1 and tiles[2] == 1
+    long_rows = axes[2].m // tiles[2] >= _DIRECT_MIN_ROW
+    if od <= _DIRECT_MAX_OUT or ((merged or long_rows) and (
+            reduction <= _DIRECT_MAX_REDUCTION or od <= _DIRECT_MAX_OUT_FLAT)):
+        taps = w7[:, :, :, :, axes[0].kidx][..., axes[1].kidx, :][..., axes[2].kidx]
+        # two accumulator rows and the slab runs they read stay in L1
+        rows, cols = _direct_tile(m, src.shape[0] * w7.shape[1],
+                                  2048 if od < 4 else _DIRECT_SPAN)
+        work = src.shape[0] * int(np.prod(m)) * taps[0].size
         _run(k.gather_direct, work, src, np.ascontiguousarray(taps), b, dst, m, d0, ds, ss,
-             *offs, *maps, qlo, rows, cols)
+             *offs, *maps, qlo, np.asarray(tiles, np.int64), rows, cols)
         return
     wmat = np.stack([pack_weight(w, axes) for w in w7])
     rows, cols = _tile(m, wmat.shape[3], src.itemsize, src.shape[0] * wmat.shape[1])

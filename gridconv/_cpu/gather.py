@@ -404,129 +404,166 @@ def _fill_planes(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, offx, m
     return ys, xs
 
 
+@njit(inline="always")
+def _split_extent(xs, step):
+    """Length of one phase row when a slab row of ``xs`` is split into ``step`` phases."""
+    return (xs + step - 1) // step
+
+
+@njit(**JIT)
+def _fill_split_planes(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, offx, mapz,
+                       mapy, mapx, qlo, step, slab, plane, row):
+    """Planar slabs whose rows are split into ``step`` phases: element ``x`` of a row goes
+    to phase ``x % step`` at ``x // step``, so that outputs ``step`` apart in x (a stride,
+    or the positions of one kernel stack) read consecutive elements. Returns (ys, xs)."""
+    ys = xs = 0
+    zero = src.dtype.type(0)
+    for c in range(cs):
+        ys, xs = _fill_slab(src, n, c0 + c, 1, mz, my0, my1, mx0, mx1, ss, offz, offy, offx,
+                            mapz, mapy, mapx, qlo, row)
+        xq = _split_extent(xs, step)
+        nrow = (offz[offz.shape[0] - 1] - offz[0] + 1) * ys
+        pl = slab[c * plane: (c + 1) * plane]
+        for r in range(nrow):
+            seg = row[r * xs: (r + 1) * xs]
+            for q in range(step):
+                dst = pl[(r * step + q) * xq: (r * step + q + 1) * xq]
+                cnt = (xs - q + step - 1) // step
+                for j in range(cnt):
+                    dst[j] = seg[q + step * j]
+                for j in range(cnt, xq):
+                    dst[j] = zero
+    return ys, xs
+
+
 @njit(parallel=True, **JIT)
 def gather_direct(src, wtaps, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, mapy, mapx,
-                  qlo, rows, cols, nthreads):
-    """:func:`gather` for few destination channels per group, or a short reduction.
+                  qlo, t, rows, cols, nthreads):
+    """:func:`gather` for few destination channels per group, or a short reduction: each
+    (channel, tap) is an axpy of a slab run into accumulator rows, vectorised along x.
 
-    wtaps : (G, od, cs, Tz, Ty, Tx) weights of the taps; other arguments as :func:`gather`.
+    wtaps : (P, G, od, cs, Tz, Ty, Tx) weights of the taps, ``P = t[0]*t[1]*t[2]`` stacks
+    periodic over the positions as in :func:`gather`; other arguments as :func:`gather`.
+
+    Slabs are planar (one (zs, ys, xs) block per source channel). When consecutive
+    outputs of one stack are ``step = ss[2]*t[2] > 1`` apart in the source, the slab rows
+    are split into ``step`` phases so that the axpys still run over contiguous memory.
     """
-    ng, od, cs = wtaps.shape[0], wtaps.shape[1], wtaps.shape[2]
+    ng, od, cs = wtaps.shape[1], wtaps.shape[2], wtaps.shape[3]
     nsamp = src.shape[0]
     nyb, nxb, ntask, nth = _task_grid(nsamp, ng, m, rows, cols, nthreads)
-    plane = _slab_size(1, rows, cols, ss, offz, offy, offx)
+    tz, ty, tx = offz.shape[0], offy.shape[0], offx.shape[0]
+    step = ss[2] * t[2]
+    zs = offz[tz - 1] - offz[0] + 1
+    ys_max = ss[1] * (rows - 1) + offy[ty - 1] - offy[0] + 1
+    xs_max = ss[2] * (cols - 1) + offx[tx - 1] - offx[0] + 1
+    # a split row has step phases of xq elements: up to step - 1 more than xs
+    plane = zs * ys_max * step * _split_extent(xs_max, step)
     has_bias = bias.shape[0] > 0
     zero = src.dtype.type(0)
-    tz, ty, tx = offz.shape[0], offy.shape[0], offx.shape[0]
     nunit = cs * tz * ty * tx
-    sx = ss[2]
-    flat = ss[1] == 1 and ss[2] == 1
+    # Rows of the tile can be run as one long axpy (the slab's row stride apart, the gap
+    # columns discarded) when output rows map to consecutive slab rows of one stack.
+    merge = step == 1 and ss[1] == 1 and t[1] == 1
     for th in prange(nth):
         slab = np.empty(plane * cs, src.dtype)
-        acc = np.empty(2 * max(plane, rows * cols), src.dtype)
+        row = np.empty(zs * ys_max * xs_max, src.dtype)
+        acc = np.empty(2 * max(plane, cols), src.dtype)
         uoff = np.empty(nunit, np.int64)
         for task in range(th, ntask, nth):
             n, g, mz, my0, my1, mx0, mx1 = _tile_bounds(
                 task, ng, m[0], nyb, nxb, m[1], m[2], rows, cols)
-            ys, xs = _fill_planes(src, n, g * cs, cs, mz, my0, my1, mx0, mx1, ss, offz, offy,
-                                  offx, mapz, mapy, mapx, qlo, slab, plane)
+            if step == 1:
+                ys, xs = _fill_planes(src, n, g * cs, cs, mz, my0, my1, mx0, mx1, ss, offz,
+                                      offy, offx, mapz, mapy, mapx, qlo, slab, plane)
+            else:
+                ys, xs = _fill_split_planes(src, n, g * cs, cs, mz, my0, my1, mx0, mx1, ss,
+                                            offz, offy, offx, mapz, mapy, mapx, qlo, step,
+                                            slab, plane, row)
+            xq = _split_extent(xs, step)
+            rlen = step * xq  # slab elements per source row
             ncols = mx1 - mx0
             nrows = my1 - my0
-            if flat:
-                # Rows laid out with the slab's row stride xs: one long axpy per (channel,
-                # tap) covers the tile (the gap columns are discarded). The (channel, tap)
-                # pairs are flattened into units, in the order of the weights, so that
-                # blocks of four units feed two outputs whatever the kernel's shape (a 1x1
-                # kernel included): per element, four slab loads, two accumulator loads and
-                # two stores for eight multiply-adds.
-                span = (nrows - 1) * xs + ncols
-                u = 0
-                for c in range(cs):
-                    for a in range(tz):
-                        for bb in range(ty):
-                            base = c * plane + ((offz[a] - offz[0]) * ys + offy[bb]
-                                                - offy[0]) * xs - offx[0]
-                            for e in range(tx):
-                                uoff[u] = base + offx[e]
-                                u += 1
-                wg = wtaps[g].reshape((od, nunit))
-                for o0 in range(0, od, 2):
-                    two = o0 + 1 < od
-                    o1 = o0 + 1 if two else o0
-                    a0 = acc[:span]
-                    a1 = acc[span: 2 * span]
-                    b0 = bias[g * od + o0] if has_bias else zero
-                    b1 = bias[g * od + o1] if has_bias else zero
-                    for i in range(span):
-                        a0[i] = b0
-                        a1[i] = b1
-                    w0 = wg[o0]
-                    w1 = wg[o1]
+            for sx in range(t[2]):
+                xr0, nx = _subgrid(mx0, ncols, t[2], sx)
+                if nx == 0:
+                    continue
+                ngroups = 1 if merge else nrows
+                for grp in range(ngroups):
+                    yr = 0 if merge else grp
+                    nr = nrows if merge else 1
+                    span = (nr - 1) * rlen + nx
+                    stack = ((mz % t[0]) * t[1] + (my0 + yr) % t[1]) * t[2] + sx
                     u = 0
-                    while two and u + 4 <= nunit:
-                        s0 = slab[uoff[u]:]
-                        s1 = slab[uoff[u + 1]:]
-                        s2 = slab[uoff[u + 2]:]
-                        s3 = slab[uoff[u + 3]:]
-                        p0, p1, p2, p3 = w0[u], w0[u + 1], w0[u + 2], w0[u + 3]
-                        q0, q1, q2, q3 = w1[u], w1[u + 1], w1[u + 2], w1[u + 3]
+                    for c in range(cs):
+                        for a in range(tz):
+                            for bb in range(ty):
+                                yy = (offz[a] - offz[0]) * ys + yr * ss[1] + offy[bb] - offy[0]
+                                for e in range(tx):
+                                    xrel = ss[2] * xr0 + offx[e] - offx[0]
+                                    uoff[u] = (c * plane + (yy * step + xrel % step) * xq
+                                               + xrel // step)
+                                    u += 1
+                    wg = wtaps[stack, g].reshape((od, nunit))
+                    for o0 in range(0, od, 2):
+                        two = o0 + 1 < od
+                        o1 = o0 + 1 if two else o0
+                        a0 = acc[:span]
+                        a1 = acc[span: 2 * span]
+                        b0 = bias[g * od + o0] if has_bias else zero
+                        b1 = bias[g * od + o1] if has_bias else zero
                         for i in range(span):
-                            x0 = s0[i]
-                            x1 = s1[i]
-                            x2 = s2[i]
-                            x3 = s3[i]
-                            a0[i] += p0 * x0 + p1 * x1 + p2 * x2 + p3 * x3
-                            a1[i] += q0 * x0 + q1 * x1 + q2 * x2 + q3 * x3
-                        u += 4
-                    # a last single output (depthwise: the only one)
-                    while not two and u + 4 <= nunit:
-                        s0 = slab[uoff[u]:]
-                        s1 = slab[uoff[u + 1]:]
-                        s2 = slab[uoff[u + 2]:]
-                        s3 = slab[uoff[u + 3]:]
-                        p0, p1, p2, p3 = w0[u], w0[u + 1], w0[u + 2], w0[u + 3]
-                        for i in range(span):
-                            a0[i] += p0 * s0[i] + p1 * s1[i] + p2 * s2[i] + p3 * s3[i]
-                        u += 4
-                    while u < nunit:
-                        s0 = slab[uoff[u]:]
-                        p0 = w0[u]
-                        q0 = w1[u]
-                        if two:
+                            a0[i] = b0
+                            a1[i] = b1
+                        w0 = wg[o0]
+                        w1 = wg[o1]
+                        # blocks of four units feed two outputs whatever the kernel's shape
+                        # (a 1x1 kernel included): per element, four slab loads, two
+                        # accumulator loads and two stores for eight multiply-adds
+                        u = 0
+                        while two and u + 4 <= nunit:
+                            s0 = slab[uoff[u]:]
+                            s1 = slab[uoff[u + 1]:]
+                            s2 = slab[uoff[u + 2]:]
+                            s3 = slab[uoff[u + 3]:]
+                            p0, p1, p2, p3 = w0[u], w0[u + 1], w0[u + 2], w0[u + 3]
+                            q0, q1, q2, q3 = w1[u], w1[u + 1], w1[u + 2], w1[u + 3]
                             for i in range(span):
                                 x0 = s0[i]
-                                a0[i] += p0 * x0
-                                a1[i] += q0 * x0
-                        else:
+                                x1 = s1[i]
+                                x2 = s2[i]
+                                x3 = s3[i]
+                                a0[i] += p0 * x0 + p1 * x1 + p2 * x2 + p3 * x3
+                                a1[i] += q0 * x0 + q1 * x1 + q2 * x2 + q3 * x3
+                            u += 4
+                        # a last single output (depthwise: the only one)
+                        while not two and u + 4 <= nunit:
+                            s0 = slab[uoff[u]:]
+                            s1 = slab[uoff[u + 1]:]
+                            s2 = slab[uoff[u + 2]:]
+                            s3 = slab[uoff[u + 3]:]
+                            p0, p1, p2, p3 = w0[u], w0[u + 1], w0[u + 2], w0[u + 3]
                             for i in range(span):
-                                a0[i] += p0 * s0[i]
-                        u += 1
-                    for q in range(2 if two else 1):
-                        _store_tile(dst[n, g * od + o0 + q, d0[0] + ds[0] * mz],
-                                    acc[q * span: (q + 1) * span], xs, zero, nrows, ncols,
-                                    d0[1] + ds[1] * my0, ds[1], d0[2] + ds[2] * mx0, ds[2])
-                continue
-            for o in range(od):
-                b = bias[g * od + o] if has_bias else zero
-                w = wtaps[g, o]
-                # strided x: one output row at a time
-                for yr in range(nrows):
-                    a_ = acc[yr * ncols: (yr + 1) * ncols]
-                    for i in range(ncols):
-                        a_[i] = b
-                    for c in range(cs):
-                        sl = slab[c * plane: (c + 1) * plane]
-                        for a in range(tz):
-                            zz = offz[a] - offz[0]
-                            for bb in range(ty):
-                                base = (zz * ys + yr * ss[1] + offy[bb] - offy[0]) * xs
-                                for e in range(tx):
-                                    wv = w[c, a, bb, e]
-                                    start = base + offx[e] - offx[0]
-                                    for i in range(ncols):
-                                        a_[i] += wv * sl[start + i * sx]
-                _store_tile(dst[n, g * od + o, d0[0] + ds[0] * mz], acc, ncols, zero, nrows,
-                            ncols, d0[1] + ds[1] * my0, ds[1], d0[2] + ds[2] * mx0, ds[2])
+                                a0[i] += p0 * s0[i] + p1 * s1[i] + p2 * s2[i] + p3 * s3[i]
+                            u += 4
+                        while u < nunit:
+                            s0 = slab[uoff[u]:]
+                            p0 = w0[u]
+                            q0 = w1[u]
+                            if two:
+                                for i in range(span):
+                                    x0 = s0[i]
+                                    a0[i] += p0 * x0
+                                    a1[i] += q0 * x0
+                            else:
+                                for i in range(span):
+                                    a0[i] += p0 * s0[i]
+                            u += 1
+                        for q in range(2 if two else 1):
+                            _store_tile(dst[n, g * od + o0 + q, d0[0] + ds[0] * mz],
+                                        acc[q * span: (q + 1) * span], rlen, zero, nr, nx,
+                                        d0[1] + ds[1] * (my0 + yr), ds[1],
+                                        d0[2] + ds[2] * (mx0 + xr0), ds[2] * t[2])
 
 
 @njit(parallel=True, **JIT)
