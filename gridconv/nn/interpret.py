@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._params import fail
+from . import _backend as B
 from .layers import Flatten, GlobalAvgPool, GlobalMaxPool
 from .module import Sequential
 
@@ -33,6 +34,8 @@ def grad_cam(model: Sequential, x: np.ndarray, class_index=None, *, layer: int |
     ----------
     model : Sequential classifier producing logits ``(N, K)``
     x : ndarray, shape (N, C_in, *S)
+        A model on the CUDA device runs there (``x`` is copied over); the map is
+        computed on the host from the feature map and its gradient.
     class_index : int or array of N ints, optional
         The class to explain; default the predicted class of each sample.
 
@@ -45,24 +48,26 @@ def grad_cam(model: Sequential, x: np.ndarray, class_index=None, *, layer: int |
 
     if not isinstance(model, Sequential):
         raise TypeError(f"grad_cam: `model` must be a Sequential, got {type(model).__name__}")
-    x = np.asarray(x)
+    on_device = model.device == B.CUDA
+    x = B.to_host(B.as_array(x))
     k = _default_split(model) if layer is None else int(layer)
     if not 0 < k < len(model):
         raise fail("grad_cam", f"`layer` must split the model (1..{len(model) - 1}), got {k}")
     was_training = model.training
     model.eval()
     features, head = model[:k], model[k:]
-    a = features.forward(x)
-    if a.ndim < 3:
+    a_run = features.forward(B.to_device(x, model.dtype) if on_device else x)
+    if a_run.ndim < 3:
         raise fail("grad_cam", f"the features before layer {k} are not spatial "
-                               f"(shape {a.shape})")
-    scores = head.forward(a)
+                               f"(shape {tuple(a_run.shape)})")
+    scores = B.to_host(head.forward(a_run))
+    a = B.to_host(a_run)
     n = x.shape[0]
     classes = (np.argmax(scores, axis=1) if class_index is None
                else np.broadcast_to(np.asarray(class_index, int), (n,)).copy())
     g = np.zeros_like(scores)
     g[np.arange(n), classes] = 1
-    da = head.backward(g)
+    da = B.to_host(head.backward(B.to_device(g) if on_device else g))
     model.zero_grad()  # the head's parameter gradients are a by-product, not training
     alpha = da.reshape(n, a.shape[1], -1).mean(axis=2)
     cam = np.maximum(np.einsum("nc,nc...->n...", alpha, a), 0)

@@ -46,6 +46,9 @@ def save(path: str | os.PathLike, model: Module, *, optimizer=None, history=None
          meta: dict | None = None, best_state: dict | None = None) -> None:
     """Write ``model`` (configuration and weights) to an HDF5 file, atomically.
 
+    A model on a CUDA device is written from NumPy copies of its weights: the file is the
+    same as for the model on the host.
+
     Parameters
     ----------
     path : str or path
@@ -92,9 +95,21 @@ def _open(path, op: str) -> h5py.File:
     return f
 
 
-def load(path: str | os.PathLike, *, best: bool = False) -> Module:
-    """Rebuild a model saved by :func:`save`; ``best=True`` takes the best weights of a
-    training checkpoint instead of the latest."""
+def load(path: str | os.PathLike, *, best: bool = False, device: str | None = None
+         ) -> Module:
+    """Rebuild a model saved by :func:`save`.
+
+    Parameters
+    ----------
+    path : str or path
+    best : bool
+        Take the best weights of a training checkpoint instead of the latest.
+    device : None, "cpu" or "cuda"
+        ``"cuda"`` moves the model to the CUDA device (:meth:`Module.to_device`); it is
+        on the host otherwise.
+    """
+    if device not in (None, "cpu", "cuda"):
+        raise fail("load", f"`device` must be None, 'cpu' or 'cuda', got {device!r}")
     with _open(path, "load") as f:
         model = deserialize(json.loads(f.attrs["model"]))
         if best and "best" in f:
@@ -106,6 +121,8 @@ def load(path: str | os.PathLike, *, best: bool = False) -> Module:
                     state.update({f"{top}/{k}": v for k, v in _read_group(f[top]).items()})
     model.load_state(state)
     model.eval()
+    if device == "cuda":
+        model.to_device()
     return model
 
 

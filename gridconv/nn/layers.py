@@ -5,6 +5,10 @@ their ``*_backward`` twins, never the kernels. One N-D class per operation with 
 spatial rank as its first argument (``Conv(2, 3, 16, 3)``); ``Conv1d``/``Conv2d``/``Conv3d``
 and friends are thin aliases. Weights are float32 unless ``dtype`` says otherwise; inputs
 are converted to the weights' dtype at the first layer that has weights.
+
+The same layers run on a CUDA device once the model is moved there
+(:meth:`~gridconv.nn.Module.to_device`): the public operations dispatch on the array kind,
+and the rest of the array maths goes through :mod:`gridconv.nn._backend`.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from .. import activation as act
 from .. import local as local_ops
 from .. import pool as pool_ops
 from .._params import fail
+from . import _backend as B
 from .init import as_rng, kaiming_normal
 from .module import Module, register
 
@@ -64,33 +69,22 @@ def _check_ndim(layer: str, nd) -> int:
 
 
 def _check_input(layer: str, x, channels: int, nd: int | None) -> np.ndarray:
-    x = np.asarray(x)
+    x = B.as_array(x)
     want = "(N, C)" if nd == 0 else f"(N, C, {nd} spatial axes)"
     if nd is not None and x.ndim != nd + 2:
         raise fail(layer, f"input must be {nd + 2}-D {want}, got shape {x.shape}")
     if x.ndim < 2 or x.shape[1] != channels:
         raise fail(layer, f"input has {x.shape[1] if x.ndim > 1 else '?'} channels, the "
-                          f"layer expects `in_channels` (={channels}); input shape {x.shape}")
+                          f"layer expects `in_channels` (={channels}); input shape "
+                          f"{tuple(x.shape)}")
     return x
 
 
 def _accumulate(param, grad) -> None:
-    param.grad += grad
+    B.add_into(param.grad, grad)
 
 
-_BLAS = None
-
-
-def _one_blas_thread():
-    """A context that pins BLAS to one thread: its spinning worker threads and Numba's
-    threads otherwise fight over the cores (a 25 MFLOP product took 40-100 ms instead of
-    1.5 ms in a training step on 2 cores)."""
-    global _BLAS
-    if _BLAS is None:
-        from threadpoolctl import ThreadpoolController
-
-        _BLAS = ThreadpoolController()
-    return _BLAS.limit(limits=1, user_api="blas")
+_one_blas_thread = B.one_blas_thread
 
 
 # ---------------------------------------------------------------- convolutions ---
@@ -143,12 +137,14 @@ class Conv(Module):
 
     def forward(self, x):
         x = _check_input(type(self).__name__, x, self.in_channels, self.ndim)
-        x = x.astype(self.weight.value.dtype, copy=False)
+        self._expect(x)
+        x = B.astype(x, self.weight.value.dtype)
         self._x = x
         b = None if self.bias is None else self.bias.value
         return conv_ops.conv(x, self.weight.value, b, **self.kwargs)
 
     def backward(self, grad_output, input_grad=True):
+        self._expect(grad_output, "gradient")
         x, w = self._x, self.weight.value
         if input_grad:
             gx, gw, gb = conv_ops.conv_backward(
@@ -157,7 +153,7 @@ class Conv(Module):
         else:
             gx = None
             gw = conv_ops.conv_grad_weight(grad_output, x, w.shape, **self.kwargs)
-            gb = grad_output.sum(axis=(0, *range(2, grad_output.ndim)))
+            gb = B.channel_sum(grad_output) if self.bias is not None else None
         _accumulate(self.weight, gw)
         if self.bias is not None:
             _accumulate(self.bias, gb)
@@ -204,12 +200,14 @@ class ConvTranspose(Module):
 
     def forward(self, x):
         x = _check_input(type(self).__name__, x, self.in_channels, self.ndim)
-        x = x.astype(self.weight.value.dtype, copy=False)
+        self._expect(x)
+        x = B.astype(x, self.weight.value.dtype)
         self._x = x
         b = None if self.bias is None else self.bias.value
         return conv_ops.conv_transpose(x, self.weight.value, b, **self.kwargs)
 
     def backward(self, grad_output, input_grad=True):
+        self._expect(grad_output, "gradient")
         b = None if self.bias is None else self.bias.value
         gx, gw, gb = conv_ops.conv_transpose_backward(grad_output, self._x, self.weight.value,
                                                       b, **self.kwargs)
@@ -242,12 +240,14 @@ class _LocalConv(Module):
 
     def forward(self, x):
         x = _check_input(type(self).__name__, x, self.in_channels, self.ndim)
-        x = x.astype(self.weight.value.dtype, copy=False)
+        self._expect(x)
+        x = B.astype(x, self.weight.value.dtype)
         self._x = x
         b = None if self.bias is None else self.bias.value
         return type(self).forward_op(x, self.weight.value, b, **self.kwargs)
 
     def backward(self, grad_output, input_grad=True):
+        self._expect(grad_output, "gradient")
         b = None if self.bias is None else self.bias.value
         gx, gw, gb = type(self).backward_op(grad_output, self._x, self.weight.value, b,
                                             **self.kwargs)
@@ -496,10 +496,12 @@ class PReLU(Module):
         self.weight = self.add_parameter("weight", np.full(channels, init, dtype), decay=False)
 
     def forward(self, x):
+        self._expect(x)
         self._x = x
         return act.prelu(x, self.weight.value)
 
     def backward(self, grad_output, input_grad=True):
+        self._expect(grad_output, "gradient")
         gx, gw = act.prelu_backward(grad_output, self._x, self.weight.value)
         _accumulate(self.weight, gw)
         return gx if input_grad else None
@@ -535,50 +537,34 @@ class BatchNorm(Module):
         self.buffers["running_mean"] = np.zeros(channels, dtype)
         self.buffers["running_var"] = np.ones(channels, dtype)
 
-    def _view(self, x):
-        return x.reshape(x.shape[0], x.shape[1], -1)
+    @staticmethod
+    def _view(x):
+        n, c = x.shape[0], x.shape[1]
+        return B.reshape(x, (n, c, math.prod(x.shape[2:])))
 
     def forward(self, x):
         x = _check_input("BatchNorm", x, self.channels, None)
+        self._expect(x)
         dt = self.buffers["running_mean"].dtype
-        x3 = self._view(x.astype(dt, copy=False))
-        if self.training:
-            m = x3.shape[0] * x3.shape[2]
-            if m < 2:
-                raise fail("BatchNorm", f"training needs more than one value per channel, "
-                                        f"got input shape {x.shape}")
-            mean = x3.mean(axis=(0, 2))
-            var = x3.var(axis=(0, 2))
-            mom = dt.type(self.momentum)
-            self.buffers["running_mean"] *= 1 - mom
-            self.buffers["running_mean"] += mom * mean
-            self.buffers["running_var"] *= 1 - mom
-            self.buffers["running_var"] += mom * var * dt.type(m / (m - 1))
-        else:
-            mean, var = self.buffers["running_mean"], self.buffers["running_var"]
-        inv = (1 / np.sqrt(var + dt.type(self.eps))).astype(dt)
-        xhat = (x3 - mean[:, None]) * inv[:, None]
-        self._xhat, self._inv = xhat, inv
-        y = xhat if not self.affine else xhat * self.gamma.value[:, None] + self.beta.value[:, None]
-        return y.reshape(x.shape)
+        x3 = self._view(B.astype(x, dt))
+        if self.training and x3.shape[0] * x3.shape[2] < 2:
+            raise fail("BatchNorm", f"training needs more than one value per channel, "
+                                    f"got input shape {tuple(x.shape)}")
+        y, self._xhat, self._inv = B.batchnorm_forward(
+            x3, self.gamma.value if self.affine else None,
+            self.beta.value if self.affine else None, self.buffers["running_mean"],
+            self.buffers["running_var"], self.training, self.momentum, self.eps)
+        return B.reshape(y, x.shape)
 
     def backward(self, grad_output, input_grad=True):
-        g = self._view(grad_output)
-        xhat, inv = self._xhat, self._inv
+        self._expect(grad_output, "gradient")
+        gx, ggamma, gbeta = B.batchnorm_backward(
+            self._view(grad_output), self._xhat, self._inv,
+            self.gamma.value if self.affine else None, self.training, input_grad)
         if self.affine:
-            _accumulate(self.gamma, (g * xhat).sum(axis=(0, 2)))
-            _accumulate(self.beta, g.sum(axis=(0, 2)))
-            g = g * self.gamma.value[:, None]
-        if not input_grad:
-            return None
-        if not self.training:
-            return (g * inv[:, None]).reshape(grad_output.shape)
-        # d/dx of (x - mean) / std with the batch statistics: subtract the means of g and
-        # of g * xhat over the normalised axes.
-        gm = g.mean(axis=(0, 2))
-        gxm = (g * xhat).mean(axis=(0, 2))
-        gx = (g - gm[:, None] - xhat * gxm[:, None]) * inv[:, None]
-        return gx.reshape(grad_output.shape)
+            _accumulate(self.gamma, ggamma)
+            _accumulate(self.beta, gbeta)
+        return None if gx is None else B.reshape(gx, grad_output.shape)
 
     def config(self):
         return dict(channels=self.channels, momentum=self.momentum, eps=self.eps,
@@ -602,14 +588,16 @@ class Dropout(Module):
         if not self.training or self.p == 0:
             self._mask = None
             return x
-        keep = self._rng.random(x.shape) >= self.p
-        self._mask = keep.astype(x.dtype) * x.dtype.type(1 / (1 - self.p))
-        return x * self._mask
+        y, self._mask = B.dropout(x, self.p, self._rng)
+        return y
 
     def backward(self, grad_output, input_grad=True):
         if not input_grad:
             return None
-        return grad_output if self._mask is None else grad_output * self._mask
+        return grad_output if self._mask is None else B.multiply(grad_output, self._mask)
+
+    def _moved(self, where):
+        self._mask = None
 
     def config(self):
         return dict(p=self.p, seed=self.seed)
@@ -620,11 +608,11 @@ class Flatten(Module):
     """``(N, *rest) -> (N, prod(rest))``."""
 
     def forward(self, x):
-        self._shape = x.shape
-        return x.reshape(x.shape[0], -1)
+        self._shape = tuple(x.shape)
+        return B.flatten2(x)
 
     def backward(self, grad_output, input_grad=True):
-        return grad_output.reshape(self._shape) if input_grad else None
+        return B.reshape(grad_output, self._shape) if input_grad else None
 
 
 @register
@@ -645,22 +633,23 @@ class Dense(Module):
         self.dtype_name = np.dtype(dtype).name
 
     def forward(self, x):
-        x = np.asarray(x)
+        x = B.as_array(x)
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise fail("Dense", f"input must be (N, `in_features`={self.in_features}), got "
-                                f"shape {x.shape}")
-        x = x.astype(self.weight.value.dtype, copy=False)
+                                f"shape {tuple(x.shape)}")
+        self._expect(x)
+        x = B.astype(x, self.weight.value.dtype)
         self._x = x
-        with _one_blas_thread():
-            y = x @ self.weight.value.T
-        return y + self.bias.value if self.bias is not None else y
+        return B.matmul(x, self.weight.value, trans_b=True,
+                        bias=None if self.bias is None else self.bias.value)
 
     def backward(self, grad_output, input_grad=True):
-        with _one_blas_thread():
-            _accumulate(self.weight, grad_output.T @ self._x)
-            gx = grad_output @ self.weight.value if input_grad else None
+        self._expect(grad_output, "gradient")
+        # grad_weight += grad_output.T @ x, accumulated in place
+        B.matmul(grad_output, self._x, trans_a=True, out=self.weight.grad)
+        gx = B.matmul(grad_output, self.weight.value) if input_grad else None
         if self.bias is not None:
-            _accumulate(self.bias, grad_output.sum(axis=0))
+            _accumulate(self.bias, B.column_sum(grad_output))
         return gx
 
     def config(self):
@@ -708,33 +697,33 @@ class Upsample(Module):
         return self._mats[key]
 
     def forward(self, x):
-        x = np.asarray(x)
-        self._shape = x.shape
+        x = B.as_array(x)
+        self._shape = tuple(x.shape)
         scales = self._scales(x.ndim - 2)
         if self.mode == "nearest":
             for ax, s in enumerate(scales, start=2):
-                x = np.repeat(x, s, axis=ax)
+                mat = self._matrix(x.shape[ax], s, x.dtype) if B.is_device(x) else None
+                x = B.repeat(x, s, ax, mat)
             return x
         for ax, s in enumerate(scales, start=2):
-            a = self._matrix(x.shape[ax], s, x.dtype)
-            x = np.moveaxis(np.tensordot(x, a, axes=([ax], [1])), -1, ax)
-        return np.ascontiguousarray(x)
+            x = B.apply_axis(x, ax, self._matrix(x.shape[ax], s, x.dtype))
+        return B.contiguous(x)
 
     def backward(self, grad_output, input_grad=True):
         if not input_grad:
             return None
         g = grad_output
         scales = self._scales(g.ndim - 2)
-        if self.mode == "nearest":
+        if self.mode == "nearest" and not B.is_device(g):
             shape = [g.shape[0], g.shape[1]]
             for n, s in zip(self._shape[2:], scales):
                 shape += [n, s]
             axes = tuple(range(3, len(shape), 2))
             return g.reshape(shape).sum(axis=axes)
+        # the adjoint: the transposed matrices, axis by axis
         for ax, (n, s) in enumerate(zip(self._shape[2:], scales), start=2):
-            a = self._matrix(n, s, g.dtype)
-            g = np.moveaxis(np.tensordot(g, a, axes=([ax], [0])), -1, ax)
-        return np.ascontiguousarray(g)
+            g = B.apply_axis_adjoint(g, ax, self._matrix(n, s, g.dtype))
+        return B.contiguous(g)
 
     def config(self):
         return dict(scale_factor=self.scale_factor, mode=self.mode)

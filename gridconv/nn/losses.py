@@ -3,6 +3,10 @@
 A loss is a callable ``loss(output, target) -> (value, grad_output)``: the scalar value
 (a Python float) and its gradient with respect to ``output``, ready for
 ``model.backward``. Losses add: ``CrossEntropy() + Dice()`` is their sum.
+
+On a CUDA device (the output a device array) the value is still a Python float and the
+gradient a device array; targets may be device arrays or NumPy arrays (copied over).
+Metrics take device outputs too (only the arg-max labels come back to the host).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import numpy as np
 
 from .. import activation as act
 from .._params import fail
+from . import _backend as B
 
 
 def _labels(op: str, logits: np.ndarray, target) -> np.ndarray:
@@ -43,6 +48,21 @@ class Loss:
         return SumLoss(self, other)
 
 
+def _device_labels(op: str, logits, target):
+    """Labels for a loss on device logits: checked on the host when they are NumPy (then
+    copied over as int64), on the device otherwise (the host checks run again on a copy
+    only to report an error)."""
+    if not B.is_device(target):
+        return B.to_device(_labels(op, logits, target).astype(np.int64, copy=False))
+    return target
+
+
+def _report_labels(op: str, logits, target):
+    """Raise the host's error for malformed labels (the device found them wrong)."""
+    _labels(op, np.broadcast_to(np.float32(0), tuple(logits.shape)), B.to_host(target))
+    raise fail(op, "`target` holds class indices outside the range of classes")
+
+
 class SumLoss(Loss):
     """The sum of several losses (and of their gradients)."""
 
@@ -54,7 +74,7 @@ class SumLoss(Loss):
         for loss in self.losses:
             v, g = loss(output, target)
             total += v
-            grad = g if grad is None else grad + g
+            grad = g if grad is None else B.add(grad, g)
         return total, grad
 
     def __repr__(self):
@@ -75,6 +95,8 @@ class CrossEntropy(Loss):
 
     def __call__(self, logits, target):
         op = "CrossEntropy"
+        if B.is_device(logits):
+            return self._device(op, logits, target)
         logits = np.asarray(logits)
         target = _labels(op, logits, target)
         logp = act.log_softmax(logits, axis=1)
@@ -94,6 +116,16 @@ class CrossEntropy(Loss):
         grad *= (w / total)[:, None]
         return value, grad.astype(logits.dtype, copy=False)
 
+    def _device(self, op, logits, target):
+        cw = self.class_weights
+        if cw is not None and cw.shape != (logits.shape[1],):
+            raise fail(op, f"`class_weights` must have one weight per class "
+                           f"({logits.shape[1]}), got shape {cw.shape}")
+        res = B.cuda().cross_entropy(logits, _device_labels(op, logits, target), cw)
+        if res is None:
+            _report_labels(op, logits, target)
+        return res
+
     def __repr__(self):
         return "CrossEntropy()"
 
@@ -102,6 +134,11 @@ class MSE(Loss):
     """Mean squared error ``mean((output - target)^2)`` over all elements."""
 
     def __call__(self, output, target):
+        if B.is_device(output):
+            if tuple(target.shape) != tuple(output.shape):
+                raise fail("MSE", f"`target` shape {tuple(target.shape)} must equal the "
+                                  f"output's {tuple(output.shape)}")
+            return B.cuda().mse(output, B.to_device(target, output.dtype))
         output = np.asarray(output)
         target = np.asarray(target, output.dtype)
         if target.shape != output.shape:
@@ -127,19 +164,31 @@ class Dice(Loss):
 
     def __call__(self, logits, target):
         op = "Dice"
-        logits = np.asarray(logits)
+        device = B.is_device(logits)
+        logits = B.as_array(logits)
         if logits.ndim < 3:
-            raise fail(op, f"logits must be (N, K, *S) with spatial axes, got {logits.shape}")
-        target = _labels(op, logits, target)
+            raise fail(op, f"logits must be (N, K, *S) with spatial axes, got "
+                           f"{tuple(logits.shape)}")
+        if device:
+            target = _device_labels(op, logits, target)
+        else:
+            target = _labels(op, logits, target)
         k = logits.shape[1]
         if not 0 <= self.first_class < k:
             raise fail(op, f"`first_class` (={self.first_class}) must be below the number "
                            f"of classes ({k})")
         p = act.softmax(logits, axis=1)
-        t = _one_hot(target, k, logits.dtype)
-        axes = (0, *range(2, logits.ndim))
-        inter = (p * t).sum(axis=axes)
-        denom = p.sum(axis=axes) + t.sum(axis=axes) + self.eps
+        if device:
+            res = B.cuda().dice_sums(p, target)
+            if res is None:
+                _report_labels(op, logits, target)
+            (inter, psum, tsum), t2 = res
+            denom = psum + tsum + self.eps
+        else:
+            t = _one_hot(target, k, logits.dtype)
+            axes = (0, *range(2, logits.ndim))
+            inter = (p * t).sum(axis=axes)
+            denom = p.sum(axis=axes) + t.sum(axis=axes) + self.eps
         num = 2 * inter + self.eps
         sel = slice(self.first_class, None)
         m = k - self.first_class
@@ -149,9 +198,12 @@ class Dice(Loss):
         dden = np.zeros(k, logits.dtype)
         dnum[sel] = -1 / (m * denom[sel])
         dden[sel] = num[sel] / (m * denom[sel] ** 2)
-        shape = (1, k) + (1,) * (logits.ndim - 2)
-        gp = 2 * t * dnum.reshape(shape) + dden.reshape(shape)
-        grad = act.softmax_backward(gp.astype(logits.dtype), None, axis=1, output=p)
+        if device:
+            gp = B.cuda().dice_grad(t2, dnum, dden, logits.shape, logits.dtype)
+        else:
+            shape = (1, k) + (1,) * (logits.ndim - 2)
+            gp = (2 * t * dnum.reshape(shape) + dden.reshape(shape)).astype(logits.dtype)
+        grad = act.softmax_backward(gp, None, axis=1, output=p)
         return value, grad
 
     def __repr__(self):
@@ -160,15 +212,23 @@ class Dice(Loss):
 
 # ------------------------------------------------------------------------ metrics ---
 
+def _argmax(output) -> np.ndarray:
+    """Arg-max over the classes (axis 1), as host labels (computed where ``output`` is)."""
+    if B.is_device(output):
+        return B.cuda().argmax_channels(output)
+    return np.argmax(output, axis=1)
+
+
 def accuracy(output: np.ndarray, target: np.ndarray) -> float:
-    """Fraction of samples (or positions) whose arg-max class equals the target."""
-    return float((np.argmax(output, axis=1) == np.asarray(target)).mean())
+    """Fraction of samples (or positions) whose arg-max class equals the target (host or
+    device arrays)."""
+    return float((_argmax(output) == B.to_host(B.as_array(target))).mean())
 
 
 def dice_scores(pred: np.ndarray, target: np.ndarray, num_classes: int) -> np.ndarray:
     """Hard Dice per class ``2 |P & T| / (|P| + |T|)`` between label maps (NaN for a class
     absent from both)."""
-    pred, target = np.asarray(pred), np.asarray(target)
+    pred, target = B.to_host(B.as_array(pred)), B.to_host(B.as_array(target))
     out = np.full(num_classes, np.nan)
     for c in range(num_classes):
         p, t = pred == c, target == c
@@ -181,7 +241,7 @@ def dice_scores(pred: np.ndarray, target: np.ndarray, num_classes: int) -> np.nd
 def mean_dice(output: np.ndarray, target: np.ndarray) -> float:
     """Mean hard Dice over the foreground classes (1..K-1) of logits ``(N, K, *S)``."""
     k = output.shape[1]
-    d = dice_scores(np.argmax(output, axis=1), target, k)[1:]
+    d = dice_scores(_argmax(output), target, k)[1:]
     return float(np.nanmean(d)) if np.isfinite(d).any() else float("nan")
 
 

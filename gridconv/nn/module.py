@@ -10,6 +10,11 @@ adds or concatenates their outputs, which expresses residual blocks
 
 Every module can describe itself as a JSON-ready configuration (its constructor
 arguments, children nested) so that a saved model can be rebuilt without its code.
+
+A model lives on the host (NumPy arrays) or on a CUDA device: :meth:`Module.to_device`
+and :meth:`Module.to_host` move its parameters, their gradients and its buffers, and
+:attr:`Module.device` says where it is. Layers with parameters refuse input from the other
+side with a ``TypeError`` that names them.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from .._params import fail
+from . import _backend as B
 
 _REGISTRY: dict[str, type] = {}
 
@@ -34,7 +40,7 @@ class Parameter:
 
     Parameters
     ----------
-    value : ndarray
+    value : ndarray or CUDA device array
     decay : bool
         Whether L2 weight decay applies (weights yes; biases and normalisation no).
     """
@@ -43,7 +49,7 @@ class Parameter:
 
     def __init__(self, value: np.ndarray, decay: bool = True):
         self.value = value
-        self.grad = np.zeros_like(value)
+        self.grad = B.zeros_like(value)
         self.decay = decay
 
     @property
@@ -66,6 +72,7 @@ class Module:
 
     def __init__(self):
         self.training = True
+        self._device = B.CPU
         self.children: dict[str, Module] = {}
         self.buffers: dict[str, np.ndarray] = {}
         self._params: dict[str, Parameter] = {}
@@ -115,16 +122,18 @@ class Module:
 
     def zero_grad(self) -> None:
         for p in self.parameters():
-            p.grad[...] = 0
+            B.fill(p.grad, 0)
 
     def state(self) -> dict[str, np.ndarray]:
-        """Every parameter and buffer by dotted name (copies)."""
-        out = {f"params/{k}": p.value.copy() for k, p in self.named_parameters()}
-        out.update({f"buffers/{k}": b.copy() for k, b in self.named_buffers()})
+        """Every parameter and buffer by dotted name (NumPy copies, also for a model on
+        the device)."""
+        out = {f"params/{k}": B.host_copy(p.value) for k, p in self.named_parameters()}
+        out.update({f"buffers/{k}": B.host_copy(b) for k, b in self.named_buffers()})
         return out
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
-        """Copy values from :meth:`state` (shapes must match; dtypes are converted)."""
+        """Copy values from :meth:`state` (shapes must match; dtypes are converted); the
+        model stays where it is (host or device)."""
         own = {f"params/{k}": p.value for k, p in self.named_parameters()}
         own.update({f"buffers/{k}": b for k, b in self.named_buffers()})
         missing = sorted(set(own) - set(state))
@@ -133,22 +142,79 @@ class Module:
             raise fail("load_state", f"the state does not match the model: missing {missing}, "
                                      f"unexpected {unknown}")
         for k, dst in own.items():
-            src = np.asarray(state[k])
-            if src.shape != dst.shape:
-                raise fail("load_state", f"`{k}` has shape {src.shape}, the model wants "
-                                         f"{dst.shape}")
-            dst[...] = src
+            src = B.as_array(state[k])
+            if tuple(src.shape) != tuple(dst.shape):
+                raise fail("load_state", f"`{k}` has shape {tuple(src.shape)}, the model "
+                                         f"wants {tuple(dst.shape)}")
+            B.assign(dst, src)
 
     def astype(self, dtype) -> Module:
         """Convert every parameter and buffer to ``dtype`` in place; returns ``self``."""
         dtype = np.dtype(dtype)
         for m in self.modules():
             for p in m._params.values():
-                p.value = p.value.astype(dtype)
-                p.grad = np.zeros_like(p.value)
+                p.value = _converted(p.value, dtype)
+                p.grad = B.zeros_like(p.value)
             for k in m.buffers:
-                m.buffers[k] = m.buffers[k].astype(dtype)
+                m.buffers[k] = _converted(m.buffers[k], dtype)
         return self
+
+    # ------------------------------------------------------------------ placement ---
+    @property
+    def device(self) -> str:
+        """Where the model is: ``"cpu"`` (NumPy arrays) or ``"cuda"`` (device arrays)."""
+        return getattr(self, "_device", B.CPU)
+
+    def _move(self, where: str) -> Module:
+        for m in self.modules():
+            for p in m._params.values():
+                p.value = B.to(p.value, where)
+                p.grad = B.to(p.grad, where)
+            for k in m.buffers:
+                m.buffers[k] = B.to(m.buffers[k], where)
+            m._device = where
+            m._moved(where)
+        return self
+
+    def to_device(self) -> Module:
+        """Copy every parameter, gradient and buffer to the current CUDA device (Numba
+        device arrays); the model then takes device arrays as input and keeps every
+        intermediate result on the device. Returns ``self``.
+
+        Examples
+        --------
+        >>> from gridconv import nn                                 # doctest: +SKIP
+        >>> model = nn.Sequential(nn.Dense(4, 2)).to_device()      # doctest: +SKIP
+        >>> model.device                                           # doctest: +SKIP
+        'cuda'
+        """
+        from ..device import backends
+
+        info = backends()["cuda"]
+        if not info["available"]:
+            raise RuntimeError(f"{type(self).__name__}.to_device: no CUDA device to move "
+                               f"the model to ({info['reason']})")
+        return self._move(B.CUDA)
+
+    def to_host(self) -> Module:
+        """Copy every parameter, gradient and buffer back to NumPy arrays; returns
+        ``self``."""
+        return self._move(B.CPU)
+
+    def _moved(self, where: str) -> None:
+        """Hook for layers that cache arrays of the other side (called after a move)."""
+
+    def _expect(self, a, what: str = "input") -> None:
+        """A ``TypeError`` naming the layer when ``a`` is not where the layer's parameters
+        are."""
+        where = B.location(a)
+        if where != self.device:
+            kind = "a CUDA device array" if where == B.CUDA else "a NumPy (host) array"
+            fix = ("gridconv.to_device(x) or model.to_host()" if where == B.CPU
+                   else "gridconv.to_host(x) or model.to_device()")
+            raise TypeError(f"{type(self).__name__}: the {what} is {kind} but the layer's "
+                            f"parameters are {B.describe(self.device)}; move one of them "
+                            f"({fix})")
 
     @property
     def dtype(self) -> np.dtype:
@@ -179,6 +245,14 @@ class Module:
         body = "\n".join(f"  ({k}): " + repr(c).replace("\n", "\n  ")
                          for k, c in self.children.items())
         return f"{type(self).__name__}(\n{body}\n)"
+
+
+def _converted(a, dtype):
+    """A converted copy of ``a`` (never ``a`` itself), on the same side."""
+    if B.is_device(a):
+        out = B.astype(a, dtype)
+        return B.copy(out) if out is a else out
+    return a.astype(dtype)
 
 
 def serialize(module: Module) -> dict:
@@ -224,6 +298,7 @@ class Sequential(Module):
         if isinstance(i, slice):
             out = Sequential(*layers[i])
             out.training = self.training
+            out._device = self.device
             return out
         return layers[i]
 
@@ -281,33 +356,33 @@ class Parallel(Module):
                 raise TypeError(f"Parallel: branch {i} must be a Module, got "
                                 f"{type(b).__name__}")
             self.children[str(i)] = b
-        self._splits: list[int] = []
+        self._sizes: list[int] = []
 
     def forward(self, x):
         outs = [b.forward(x) for b in self.children.values()]
         if self.merge == "add":
-            shapes = {o.shape for o in outs}
+            shapes = {tuple(o.shape) for o in outs}
             if len(shapes) != 1:
                 raise fail("Parallel", f"branches to add must give one shape, got "
                                        f"{sorted(shapes)}")
-            y = outs[0].copy() if outs[0] is x else outs[0]
+            y = B.copy(outs[0]) if outs[0] is x else outs[0]
             for o in outs[1:]:
-                y = y + o
+                y = B.add(y, o)
             return y
-        self._splits = list(np.cumsum([o.shape[1] for o in outs])[:-1])
-        return np.concatenate(outs, axis=1)
+        self._sizes = [o.shape[1] for o in outs]
+        return B.concat_channels(outs)
 
     def backward(self, grad_output, input_grad=True):
         branches = list(self.children.values())
         if self.merge == "add":
-            grads = [grad_output] * len(branches)
+            grads = [B.contiguous(grad_output)] * len(branches)
         else:
-            grads = np.split(grad_output, self._splits, axis=1)
+            grads = B.split_channels(grad_output, self._sizes)
         total = None
         for b, g in zip(branches, grads):
-            gx = b.backward(np.ascontiguousarray(g), input_grad=input_grad)
+            gx = b.backward(g, input_grad=input_grad)
             if gx is not None:
-                total = gx if total is None else total + gx
+                total = gx if total is None else B.add(total, gx)
         return total
 
     def config(self):

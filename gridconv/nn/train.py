@@ -4,6 +4,11 @@ Datasets follow the protocol of :mod:`gridconv.data`: ``len(ds)``, ``ds[indices]
 (x, y)`` for a 1-D array of sample indices, ``ds.subset(indices)``. A pair of arrays
 ``(x, y)`` is accepted anywhere a dataset is and wrapped in an
 :class:`~gridconv.data.ArrayDataset`.
+
+On a CUDA device (``device="cuda"``, or a model already moved with ``to_device()``) each
+mini-batch is copied to the device once (inputs in the model's dtype, integer labels as
+int64), and everything between the layers, the loss gradient and the optimiser step stay
+there; only the loss value and the metrics come back. Checkpoints hold NumPy copies.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import numpy as np
 
 from .._params import fail
 from .._progress import Progress
+from . import _backend as B
 from . import io
 from .losses import METRICS
 from .module import Module
@@ -90,6 +96,34 @@ def _metric_fns(op: str, metrics) -> dict[str, Callable]:
     return out
 
 
+def _placement(op: str, model: Module, device: str | None) -> str:
+    """Where to run: ``device`` (moving the model there) or, when None, where the model
+    is."""
+    if device is None:
+        return model.device
+    if device not in (B.CPU, B.CUDA):
+        raise fail(op, f"`device` must be None, 'cpu' or 'cuda', got {device!r}")
+    if device == B.CUDA:
+        model.to_device()
+    else:
+        model.to_host()
+    return device
+
+
+def _batch_to(where: str, model: Module, x, y=None):
+    """A mini-batch moved to ``where`` once: float inputs in the model's dtype, integer
+    labels as int64."""
+    if where != B.CUDA:
+        return x, y
+    xa = B.as_array(x)
+    x = B.to_device(xa, model.dtype if np.dtype(xa.dtype).kind in "fc" else None)
+    if y is not None:
+        ya = B.as_array(y)
+        y = B.to_device(ya, np.int64 if np.dtype(ya.dtype).kind in "iub" and
+                        np.dtype(ya.dtype) != np.bool_ else None)
+    return x, y
+
+
 def _batches(n: int, batch_size: int, rng: np.random.Generator | None):
     order = rng.permutation(n) if rng is not None else np.arange(n)
     for start in range(0, n, batch_size):
@@ -97,12 +131,16 @@ def _batches(n: int, batch_size: int, rng: np.random.Generator | None):
 
 
 def evaluate(model: Module, data, *, loss=None, metrics: Sequence = ("accuracy",),
-             batch_size: int = 64, progress: bool = False) -> dict:
+             batch_size: int = 64, progress: bool = False, device: str | None = None
+             ) -> dict:
     """Mean loss and metrics of ``model`` in eval mode over a dataset.
 
-    Returns ``{"loss": ..., "<metric>": ...}`` (means over samples, batch-weighted).
+    ``device``: None (where the model is), ``"cpu"`` or ``"cuda"`` (the model is moved
+    there). Returns ``{"loss": ..., "<metric>": ...}`` (means over samples,
+    batch-weighted).
     """
     op = "evaluate"
+    where = _placement(op, model, device)
     ds = _as_dataset(data, op, "data")
     fns = _metric_fns(op, metrics)
     was_training = model.training
@@ -111,7 +149,7 @@ def evaluate(model: Module, data, *, loss=None, metrics: Sequence = ("accuracy",
     n = len(ds)
     with Progress(n, "eval", "samples", enabled=progress) as bar:
         for idx in _batches(n, batch_size, None):
-            x, y = ds[idx]
+            x, y = _batch_to(where, model, *ds[idx])
             out = model.forward(x)
             w = len(idx)
             if loss is not None:
@@ -126,9 +164,15 @@ def evaluate(model: Module, data, *, loss=None, metrics: Sequence = ("accuracy",
     return res
 
 
-def predict(model: Module, data, *, batch_size: int = 64, progress: bool = False
-            ) -> np.ndarray:
-    """The model's outputs in eval mode for an array ``(N, ...)`` or a dataset."""
+def predict(model: Module, data, *, batch_size: int = 64, progress: bool = False,
+            device: str | None = None) -> np.ndarray:
+    """The model's outputs in eval mode for an array ``(N, ...)`` (host or device) or a
+    dataset, as one NumPy array.
+
+    ``device``: None (where the model is), ``"cpu"`` or ``"cuda"`` (the model is moved
+    there); each batch's output is copied back to the host.
+    """
+    where = _placement("predict", model, device)
     was_training = model.training
     model.eval()
     if isinstance(data, np.ndarray):
@@ -136,6 +180,11 @@ def predict(model: Module, data, *, batch_size: int = 64, progress: bool = False
 
         def get(i):
             return data[i]
+    elif B.is_device(data):
+        n = data.shape[0]
+
+        def get(i):  # device arrays take slices, not index arrays (the order is plain)
+            return data[int(i[0]):int(i[-1]) + 1]
     else:
         ds = _as_dataset(data, "predict", "data")
         n = len(ds)
@@ -145,7 +194,8 @@ def predict(model: Module, data, *, batch_size: int = 64, progress: bool = False
     outs = []
     with Progress(n, "predict", "samples", enabled=progress) as bar:
         for idx in _batches(n, batch_size, None):
-            outs.append(model.forward(get(idx)))
+            x, _ = _batch_to(where, model, get(idx))
+            outs.append(B.to_host(model.forward(x)))
             bar.update(len(idx))
     model.train(was_training)
     return np.concatenate(outs) if outs else np.empty((0,))
@@ -158,7 +208,7 @@ def fit(model: Module, train, *, loss, optimizer: Optimizer | str = "adam",
         restore_best: bool = True, checkpoint: str | os.PathLike | None = None,
         resume: bool = False, lr_schedule: Callable[[int], float] | str | None = None,
         weight_decay: float = 0.0, meta: dict | None = None, progress: bool = True,
-        verbose: bool = True) -> History:
+        verbose: bool = True, device: str | None = None) -> History:
     """Train ``model`` with mini-batches; returns the :class:`History`.
 
     Parameters
@@ -186,11 +236,17 @@ def fit(model: Module, train, *, loss, optimizer: Optimizer | str = "adam",
         Extra JSON-ready information stored in the checkpoint (class names...).
     progress, verbose : bool
         A progress bar per epoch (loss, throughput) and a summary line per epoch.
+    device : None, "cpu" or "cuda"
+        Where to train: None trains where the model is (see ``Module.to_device``); a
+        name moves the model there first (in place; it stays there afterwards). On
+        ``"cuda"`` each mini-batch is copied to the device once and everything between
+        the layers stays there.
     """
     op = "fit"
     if not isinstance(model, Module):
         raise TypeError(f"{op}: `model` must be a gridconv.nn Module, got "
                         f"{type(model).__name__}")
+    where = _placement(op, model, device)
     if epochs < 0 or batch_size < 1:
         raise fail(op, f"`epochs` must be >= 0 and `batch_size` >= 1, got {epochs} and "
                        f"{batch_size}")
@@ -251,7 +307,7 @@ def fit(model: Module, train, *, loss, optimizer: Optimizer | str = "adam",
         with Progress(len(ds), f"epoch {epoch + 1}/{epochs}", "samples",
                       enabled=progress) as bar:
             for idx in _batches(len(ds), batch_size, rng):
-                x, y = ds[idx]
+                x, y = _batch_to(where, model, *ds[idx])
                 out = model.forward(x)
                 value, grad = loss(out, y)
                 if not np.isfinite(value):
