@@ -3,12 +3,16 @@
 Run from the repository root on a machine with an NVIDIA GPU, PyTorch built with CUDA and
 ``gridconv[cuda]`` installed::
 
-    python benchmarks/gpu.py [--quick] [--only 2d] [--suites conv,local] [--json out.json]
+    python benchmarks/gpu.py [--quick] [--only 2d] [--suites conv,local,pool] [--json out.json]
 
-The workloads are those of ``benchmarks/compare.py`` (convolutions) and
-``benchmarks/side_local.py`` (unshared and tiled convolutions), at the same precision on
-both sides: float32 with TF32 disabled in PyTorch (``torch.backends.cudnn.allow_tf32 =
-False``, ``torch.backends.cuda.matmul.allow_tf32 = False``), cuDNN's autotuner on. The
+The workloads are those of ``benchmarks/compare.py`` (convolutions),
+``benchmarks/side_local.py`` (unshared and tiled convolutions, against the best PyTorch
+formulation: ``unfold`` + ``einsum`` for unshared; for tiled the faster of one strided
+conv per tile offset and the weights gathered per position then ``unfold`` + ``einsum``)
+and ``benchmarks/side_pool.py`` (max, average and L2 pooling against ``F.*_pool*d``), at
+the same precision on both sides: float32 with TF32 disabled in PyTorch
+(``torch.backends.cudnn.allow_tf32 = False``, ``torch.backends.cuda.matmul.allow_tf32 =
+False``), cuDNN's autotuner on. The
 arrays are PyTorch CUDA tensors handed to gridconv directly (``__cuda_array_interface__``,
 no copy; the results come back as tensors).
 
@@ -18,7 +22,8 @@ better). Targets (issue 6): forward+backward within 1.5x of cuDNN for the standa
 convolutions; faster than every PyTorch formulation (ratio < 1) for unshared and tiled.
 GFLOP/s counts 2 flops per multiply-add (forward + input gradient + weight gradient for
 forward+backward) and is compared with the GPU's float32 peak (SMs x FP32 lanes x 2 x
-clock).
+clock). Pooling does about one operation per element read, so its column is the memory
+throughput instead (GB/s of the arrays read and written, forward+backward).
 
 Without a GPU (or without PyTorch's CUDA build) the script says why and exits with status 0:
 it is ready to run, there is just nothing to time.
@@ -214,23 +219,98 @@ def run_local(w, cfg) -> dict:
     return res
 
 
+# ---------------------------------------------------------------------------- pooling
+
+
+def run_pool(w, cfg) -> dict:
+    import side_pool
+    import torch
+    import torch.nn.functional as F
+
+    import gridconv
+
+    x, g = side_pool.make_arrays(w, np.float32)
+    dev = torch.device("cuda")
+    xt, gt = (torch.from_numpy(np.ascontiguousarray(a)).to(dev) for a in (x, g))
+    k, s, d = w.window, w.stride, w.rank
+    if w.kind == "max":
+        def g_fwd():
+            return gridconv.max_pool(xt, k, s)
+
+        def g_fwd_bwd():
+            y, idx = gridconv.max_pool(xt, k, s, return_indices=True)
+            return y, gridconv.max_pool_backward(gt, xt, k, s, indices=idx)
+
+        def t_call(t):
+            return getattr(F, f"max_pool{d}d")(t, k, s)
+    elif w.kind == "avg":
+        def g_fwd():
+            return gridconv.avg_pool(xt, k, s)
+
+        def g_fwd_bwd():
+            return g_fwd(), gridconv.avg_pool_backward(gt, xt, k, s)
+
+        def t_call(t):
+            return getattr(F, f"avg_pool{d}d")(t, k, s)
+    else:
+        def g_fwd():
+            return gridconv.lp_pool(xt, 2, k, s)
+
+        def g_fwd_bwd():
+            return g_fwd(), gridconv.lp_pool_backward(gt, xt, 2, k, s)
+
+        def t_call(t):
+            return getattr(F, f"lp_pool{d}d")(t, 2, k, s)
+
+    leaf = xt.clone().requires_grad_(True)
+
+    def t_fwd():
+        with torch.no_grad():
+            return t_call(xt)
+
+    def t_fwd_bwd():
+        leaf.grad = None
+        y = t_call(leaf)
+        y.backward(gt)
+        return y
+
+    y_g, gx = g_fwd_bwd()
+    y_t = t_fwd_bwd()
+    res = {"name": w.name, "err": max(rel_err(y_g, y_t), rel_err(gx, leaf.grad))}
+    for key, fn in (("gc_fwd", g_fwd), ("torch_fwd", t_fwd), ("gc_fwd_bwd", g_fwd_bwd),
+                    ("torch_fwd_bwd", t_fwd_bwd)):
+        res[key] = timed(fn, cfg.repeat, cfg.warmup)
+    # bytes: forward reads x, writes y; backward reads g (and x, y or the indices) and
+    # writes grad_x: about 2*|x| + 2*|y| + |x| + 2*|y| elements for forward+backward
+    nx, ny = x.size, g.size
+    res["gbs_fwd"] = 4.0 * (nx + ny) / res["gc_fwd"] / 1e9
+    res["gbs_fwd_bwd"] = 4.0 * (3 * nx + 4 * ny) / res["gc_fwd_bwd"] / 1e9
+    return res
+
+
 # ---------------------------------------------------------------------------- report
 
 
-def print_table(title: str, rows: list, target: float, peak: float | None) -> None:
+def print_table(title: str, rows: list, target: float, peak: float | None,
+                rate: str = "gflops", unit: str = "GFLOP/s") -> None:
+    """One suite's rows; ``rate`` the key prefix of the throughput column (GFLOP/s against
+    the float32 peak, or GB/s for pooling)."""
     print(f"\n{title}")
     head = (f"{'workload':44s} {'gc fwd':>9s} {'torch':>9s} {'ratio':>6s} {'gc f+b':>9s} "
-            f"{'torch':>9s} {'ratio':>6s} {'GFLOP/s':>8s} {'%peak':>6s} {'rel err':>8s}")
+            f"{'torch':>9s} {'ratio':>6s} {unit:>8s} {'%peak':>6s} {'rel err':>8s}")
     print(head)
     print("-" * len(head))
     for r in rows:
         rf = r["gc_fwd"] / r["torch_fwd"]
         rb = r["gc_fwd_bwd"] / r["torch_fwd_bwd"]
         flag = "" if rb <= target else " (missed)"
-        pk = f"{100 * r['gflops_fwd_bwd'] / peak:5.1f}%" if peak else "   n/a"
-        print(f"{r['name'][:44]:44s} {1e3 * r['gc_fwd']:8.3f}m {1e3 * r['torch_fwd']:8.3f}m "
-              f"{rf:6.2f} {1e3 * r['gc_fwd_bwd']:8.3f}m {1e3 * r['torch_fwd_bwd']:8.3f}m "
-              f"{rb:6.2f} {r['gflops_fwd_bwd']:8.0f} {pk:>6s} {r['err']:8.1e}{flag}")
+        thr = r[f"{rate}_fwd_bwd"]
+        pk = f"{100 * thr / peak:5.1f}%" if peak and rate == "gflops" else "   n/a"
+        route = f" [{r['route']}]" if "route" in r else ""
+        print(f"{(r['name'] + route)[:44]:44s} {1e3 * r['gc_fwd']:8.3f}m "
+              f"{1e3 * r['torch_fwd']:8.3f}m {rf:6.2f} {1e3 * r['gc_fwd_bwd']:8.3f}m "
+              f"{1e3 * r['torch_fwd_bwd']:8.3f}m {rb:6.2f} {thr:8.0f} {pk:>6s} "
+              f"{r['err']:8.1e}{flag}")
     print(f"target: forward+backward ratio <= {target}")
 
 
@@ -238,7 +318,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
     ap.add_argument("--only", default="", help="run the workloads whose name contains this")
-    ap.add_argument("--suites", default="conv,local", help="comma-separated: conv, local")
+    ap.add_argument("--suites", default="conv,local,pool",
+                    help="comma-separated: conv, local, pool")
     ap.add_argument("--repeat", type=int, default=0)
     ap.add_argument("--json", default="", help="also write the results to this file")
     args = ap.parse_args(argv)
@@ -258,6 +339,7 @@ def main(argv=None) -> int:
 
     import compare
     import side_local
+    import side_pool
 
     name, peak = gpu_peak_gflops()
     print(f"device: {name}; float32 peak {peak:.0f} GFLOP/s" if peak else f"device: {name}")
@@ -273,6 +355,10 @@ def main(argv=None) -> int:
         print_table("unshared / tiled (float32) vs the best PyTorch formulation", rows, 1.0,
                     peak)
         out["local"] = rows
+    if "pool" in suites:
+        rows = [run_pool(w, Cfg) for w in side_pool.WORKLOADS if args.only in w.name]
+        print_table("pooling (float32) vs PyTorch", rows, 1.0, peak, "gbs", "GB/s")
+        out["pool"] = rows
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)

@@ -36,8 +36,10 @@ _SHARED_BYTES = 40 * 1024
 # ================================================================== convolution engine
 
 
-def _axis_row(m, d0, ds, ss, off, kidx, flip_k=None) -> list:
-    """One ``geo`` row of the gather kernel from a tap table (arithmetic progressions)."""
+def _axis_row(m, d0, ds, ss, off, kidx, flip_k=None, per=1, shift=0) -> list:
+    """One ``geo`` row of the gather kernels from a tap table (arithmetic progressions);
+    ``per`` weight stacks along the axis, ``shift``: stacks follow the source coordinate
+    (see :func:`gridconv._cuda.kernels.make_gather`)."""
     t = len(off)
     off0 = int(off[0]) if t else 0
     tstep = int(off[1] - off[0]) if t > 1 else 1
@@ -47,36 +49,70 @@ def _axis_row(m, d0, ds, ss, off, kidx, flip_k=None) -> list:
         assert np.all(np.diff(off) == tstep) and np.all(np.diff(kidx) == kstep)
     if flip_k is not None and t:  # the flipped kernel: index K-1-k
         k0, kstep = flip_k - 1 - k0, -kstep
-    return [m, d0, ds, ss, t, off0, tstep, k0, kstep]
+    return [m, d0, ds, ss, t, off0, tstep, k0, kstep, per, shift]
 
 
-_UNIT_ROW = [1, 0, 1, 1, 1, 0, 1, 0, 0]
+_UNIT_ROW = [1, 0, 1, 1, 1, 0, 1, 0, 0, 1, 0]
+
+
+def _conv_rows(out, kernel, stride, dilation, los, flip: bool = False, periods=None) -> list:
+    """The forward gather's rows (lifted to 3 axes) from per-axis parameters."""
+    nd = len(out)
+    periods = periods or (1,) * nd
+    rows = [_UNIT_ROW] * (3 - nd)
+    for o, k, s, r, lo, t in zip(out, kernel, stride, dilation, los, periods):
+        if flip:
+            rows.append([o, 0, 1, s, k, -lo, r, k - 1, -1, t, 0])
+        else:
+            rows.append([o, 0, 1, s, k, -lo, r, 0, 1, t, 0])
+    return rows
+
+
+def _phase_rows(sizes, out, kernel, stride, dilation, los, flip: bool = False, periods=None):
+    """The input gradient's gathers, one per stride phase (rows lifted to 3 axes): stride
+    and dilation exchanged, kernel flipped, only the taps of the phase. With ``periods``
+    the weight stacks follow the forward output's position (``shift``)."""
+    nd = len(out)
+    periods = periods or (1,) * nd
+    shift = 0 if periods == (1,) * nd else 1
+    per_axis = [[None]] * (3 - nd) + [
+        geo.phase_axes(i, o, k, s, r, lo) for i, o, k, s, r, lo in
+        zip(sizes, out, kernel, stride, dilation, los)]
+    kern = [1] * (3 - nd) + list(kernel)
+    pers = [1] * (3 - nd) + list(periods)
+    for axes in itertools.product(*per_axis):
+        rows = []
+        for ax, k, t in zip(axes, kern, pers):
+            if ax is None:
+                rows.append(_UNIT_ROW)
+            else:
+                rows.append(_axis_row(ax.m, ax.d0, ax.ds, 1, ax.off, ax.kidx,
+                                      k if flip else None, t, shift))
+        yield np.array(rows, dtype=np.int64)
 
 
 def _forward_geo(spec, padded: bool) -> np.ndarray:
     """The forward gather (``padded``: over the explicitly padded source, lo = 0)."""
-    rows = [_UNIT_ROW] * (3 - spec.nd)
-    for o, k, s, r, (lo, _) in zip(spec.out_shape[2:], spec.w_shape[2:], spec.stride,
-                                   spec.dilation, spec.pads):
-        lo = 0 if padded else lo
-        if spec.flip:
-            rows.append([o, 0, 1, s, k, -lo, r, k - 1, -1])
-        else:
-            rows.append([o, 0, 1, s, k, -lo, r, 0, 1])
-    return np.array(rows, dtype=np.int64)
+    los = [0 if padded else lo for lo, _ in spec.pads]
+    return np.array(_conv_rows(spec.out_shape[2:], spec.w_shape[2:], spec.stride,
+                               spec.dilation, los, spec.flip), dtype=np.int64)
+
+
+def _blocks(rows: int) -> list:
+    """Candidate thread blocks (x, y) of the tiled kernels, largest first; under the
+    simulator tiny ones, so that tests on tiny shapes still use several blocks."""
+    if A.simulated():
+        return [(4, 1)] if rows == 1 else [(4, 2)]
+    if rows == 1:
+        return [(128, 1), (32, 1)]
+    return [(32, 8), (32, 4), (32, 2), (32, 1)]
 
 
 def _gather_config(my: int, mx: int, d: int, taps_y: int, taps_x: int, ss_y: int, ss_x: int,
                    st_y: int, st_x: int, s: int, itemsize: int):
     """(block, cot, CC, EY, EX) of the tiled gather, or None when no tile fits."""
-    if A.simulated():
-        blocks = [(4, 1)] if my == 1 else [(4, 2)]
-    elif my == 1:
-        blocks = [(128, 1), (32, 1)]
-    else:
-        blocks = [(32, 8), (32, 4), (32, 2), (32, 1)]
     for cot in ((8, 1) if d >= 4 else (1,)):
-        for bx, by in blocks:
+        for bx, by in _blocks(my):
             ey = ss_y * (by - 1) + st_y * (max(taps_y, 1) - 1) + 1
             ex = ss_x * (bx * K.RX - 1) + st_x * (max(taps_x, 1) - 1) + 1
             per = (ey * ex + cot * taps_y * taps_x) * itemsize
@@ -88,8 +124,9 @@ def _gather_config(my: int, mx: int, d: int, taps_y: int, taps_x: int, ss_y: int
 
 def _gather(src, w, bias, dst, rows: np.ndarray, groups: int, d: int, s: int,
             swap: bool) -> None:
-    """One gather launch: ``dst`` positions of ``rows`` from ``src`` (all 5-D, contiguous,
-    one dtype); ``d``/``s`` destination/source channels per group."""
+    """One gather launch: ``dst`` positions of ``rows`` from ``src`` (all contiguous, one
+    dtype; ``w`` 6-D with the weight stacks first); ``d``/``s`` destination/source
+    channels per group."""
     dtype = np.dtype(dst.dtype)
     n = dst.shape[0]
     mz, my, mx = (int(v) for v in rows[:, 0])
@@ -97,8 +134,11 @@ def _gather(src, w, bias, dst, rows: np.ndarray, groups: int, d: int, s: int,
         return
     has_bias = bias is not None
     b = bias if has_bias else A.dummy(dtype)
-    cfg = _gather_config(my, mx, d, int(rows[1, 4]), int(rows[2, 4]), int(rows[1, 3]),
-                         int(rows[2, 3]), int(rows[1, 6]), int(rows[2, 6]), s, dtype.itemsize)
+    _, pery, perx = (int(v) for v in rows[:, 9])
+    sub_y, sub_x = -(-my // pery), -(-mx // perx)  # the largest phase of the periods
+    cfg = _gather_config(sub_y, sub_x, d, int(rows[1, 4]), int(rows[2, 4]),
+                         int(rows[1, 3]) * pery, int(rows[2, 3]) * perx, int(rows[1, 6]),
+                         int(rows[2, 6]), s, dtype.itemsize)
     geo_d = A.table(rows)
     if cfg is None:  # taps too many for a shared-memory tile
         prm = A.table([0, 0, 0, 0, 0, 0, groups, d, s, has_bias, swap])
@@ -106,13 +146,19 @@ def _gather(src, w, bias, dst, rows: np.ndarray, groups: int, d: int, s: int,
                   dst, geo_d, prm)
         return
     (bx, by), cot, cc, ey, ex = cfg
-    ntx = -(-mx // (bx * K.RX))
-    nty = -(-my // by)
+    ntx = -(-sub_x // (bx * K.RX))
+    nty = -(-sub_y // by)
     dtiles = -(-d // cot)
     prm = A.table([ey, ex, cc, ntx, nty, dtiles, groups, d, s, has_bias, swap])
     shared = (cc * ey * ex + cc * cot * int(rows[1, 4]) * int(rows[2, 4])) * dtype.itemsize
     kern = K.get(f"gather{cot}", dtype)
-    kern[(ntx * nty * mz * n, groups * dtiles), (bx, by), 0, shared](src, w, b, dst, geo_d, prm)
+    grid = (ntx * nty * min(perx, mx) * min(pery, my) * mz * n, groups * dtiles)
+    kern[grid, (bx, by), 0, shared](src, w, b, dst, geo_d, prm)
+
+
+def _w6(w5):
+    """A conv weight as the gather's 6-D weight: one stack."""
+    return w5.reshape((1,) + tuple(w5.shape))
 
 
 def _pad_maps(sizes, pads, mode, nd):
@@ -152,7 +198,7 @@ def _conv_forward(x5, w5, b1, spec):
     g = spec.groups
     src, padded = _source(x5, spec)
     dst = A.empty(_lift(spec.out_shape, spec.nd), x5.dtype)
-    _gather(src, w5, b1, dst, _forward_geo(spec, padded), g, spec.out_shape[1] // g,
+    _gather(src, _w6(w5), b1, dst, _forward_geo(spec, padded), g, spec.out_shape[1] // g,
             spec.in_shape[1] // g, False)
     return dst
 
@@ -167,57 +213,70 @@ def _input_grad(gy5, w5, b1, spec, dtype):
     else:
         gsizes = tuple(i + lo + hi for i, (lo, hi) in zip(sizes, spec.pads))
         los = [0] * nd
-    per_axis = [[None]] * (3 - nd) + [
-        geo.phase_axes(i, o, k, s, r, lo) for i, o, k, s, r, lo in
-        zip(gsizes, spec.out_shape[2:], spec.w_shape[2:], spec.stride, spec.dilation, los)]
-    kernel = [1] * (3 - nd) + list(spec.w_shape[2:])
     dst = A.empty(_lift(spec.in_shape[:2] + tuple(gsizes), nd), dtype)
-    for axes in itertools.product(*per_axis):
-        rows = []
-        for ax, k in zip(axes, kernel):
-            if ax is None:
-                rows.append(_UNIT_ROW)
-            else:
-                rows.append(_axis_row(ax.m, ax.d0, ax.ds, 1, ax.off, ax.kidx,
-                                      k if spec.flip else None))
-        _gather(gy5, w5, b1, dst, np.array(rows, dtype=np.int64), g,
-                spec.in_shape[1] // g, spec.out_shape[1] // g, True)
+    for rows in _phase_rows(gsizes, spec.out_shape[2:], spec.w_shape[2:], spec.stride,
+                            spec.dilation, los, spec.flip):
+        _gather(gy5, _w6(w5), b1, dst, rows, g, spec.in_shape[1] // g,
+                spec.out_shape[1] // g, True)
     if spec.mode != "zeros":
         dst = _unpad(dst, _lift(spec.in_shape, nd), sizes, spec.pads, spec.mode, nd)
     return dst
 
 
-def _weight_grad(src5, gy5, spec, padded: bool):
-    """Weight gradient (G*D, S*K) by the implicit-GEMM kernel, split over the positions
-    and the splits summed in a fixed order."""
+def _pow2(v: int, lo: int, hi: int) -> int:
+    """The smallest power of two >= ``v``, clipped to ``[lo, hi]``."""
+    p = lo
+    while p < v and p < hi:
+        p *= 2
+    return p
+
+
+def _wgrad(src5, gy5, rows: np.ndarray, kern, groups: int, d: int, s: int):
+    """Weight gradient (P*G*D, S*K) by the implicit-GEMM kernel: ``P`` weight stacks
+    (``rows[:, 9]`` per axis; 1 for a conv), each reduced over the positions of its phase,
+    split over the positions and the splits summed in a fixed order."""
     dtype = np.dtype(gy5.dtype)
-    g = spec.groups
-    d, s = spec.out_shape[1] // g, spec.in_shape[1] // g
-    rows = _forward_geo(spec, padded)
-    kern = [1] * (3 - spec.nd) + list(spec.w_shape[2:])
+    per = [int(v) for v in rows[:, 9]]
+    nstack = math.prod(per)
     ktot = math.prod(kern)
     ncol = s * ktot
-    bx, by = (2, 2) if A.simulated() else (16, 16)
+    if A.simulated():
+        bx, by = 2, 2
+    else:  # 256 threads, the tile shaped to the result (few channels: wide and short)
+        by = _pow2(-(-d // K.RW), 4, 16)
+        bx = 256 // by
     td, tc = by * K.RW, bx * K.RW
     ctiles, ndt = -(-ncol // tc), -(-d // td)
-    npos = gy5.shape[0] * int(np.prod(rows[:, 0]))
-    out = A.empty((g * d, ncol), dtype)
+    npos = gy5.shape[0] * math.prod(-(-int(m) // t) for m, t in zip(rows[:, 0], per))
+    out_shape = (nstack * groups * d, ncol)
     if npos == 0:
+        out = A.empty(out_shape, dtype)
         _fill_zero(out)
         return out
-    base = ctiles * g * ndt
+    base = ctiles * groups * ndt * nstack
     target = 4 if A.simulated() else 528
     nsplit = max(1, min(-(-npos // (K.KP * 8)), -(-target // base)))
     chunk = -(-npos // nsplit)
     chunk = -(-chunk // K.KP) * K.KP
     nsplit = -(-npos // chunk)
-    part = A.empty((nsplit, g * d, ncol), dtype)
-    prm = A.table([g, d, s, chunk, ndt, *kern])
+    part = A.empty((nsplit,) + out_shape, dtype)
+    prm = A.table([groups, d, s, chunk, ndt, *kern, ctiles])
     shared = (K.KP * (td + 1) + K.KP * (tc + 1)) * dtype.itemsize
-    K.get("wgrad", dtype)[(ctiles, g * ndt, nsplit), (bx, by), 0, shared](
+    K.get("wgrad", dtype)[(ctiles * nstack, groups * ndt, nsplit), (bx, by), 0, shared](
         src5, gy5, part, A.table(rows), prm)
+    if nsplit == 1:
+        return part.reshape(out_shape)
+    out = A.empty(out_shape, dtype)
     A.launch1("sum_split", dtype, out.size, part, out)
     return out
+
+
+def _weight_grad(src5, gy5, spec, padded: bool):
+    """Weight gradient (G*D, S*K) of a conv."""
+    g = spec.groups
+    kern = [1] * (3 - spec.nd) + list(spec.w_shape[2:])
+    return _wgrad(src5, gy5, _forward_geo(spec, padded), kern, g, spec.out_shape[1] // g,
+                  spec.in_shape[1] // g)
 
 
 def _fill_zero(a) -> None:
@@ -368,12 +427,65 @@ def conv_transpose_backward(grad_output, x, weight, bias=None, *, stride=1, padd
 # ======================================================== unshared and tiled convolutions
 
 
-def _local_prm(spec, padded: bool, has_bias: bool) -> np.ndarray:
-    nd = spec.nd
-    los = [0 if padded else lo for lo, _ in spec.pads]
-    return np.array(list(_lift3(spec.tiles, 1, nd)) + list(_lift3(spec.stride, 1, nd))
-                    + list(_lift3(spec.dilation, 1, nd)) + list(_lift3(los, 0, nd))
-                    + list(_lift3(spec.kernel, 1, nd)) + [int(has_bias)], dtype=np.int64)
+# Up to this many weight stacks (in use), a tiled conv runs on the conv gather with one
+# launch covering every phase of the periods (as the CPU engine); beyond, the phases hold
+# too few positions to fill blocks and the per-position kernel takes over.
+_MAX_STACKS = 64
+
+
+def _periodic(spec) -> bool:
+    if spec.unshared:
+        return False
+    used = [min(t, o) for t, o in zip(spec.tiles, spec.out_shape[2:])]
+    return math.prod(used) <= _MAX_STACKS
+
+
+def _local_config(my: int, mx: int, d: int, n: int, taps_y: int, taps_x: int, ss_y: int,
+                  ss_x: int, st_y: int, st_x: int, s: int, itemsize: int):
+    """(kernel name, cot, rn, block, CC, EY, EX, direct) of the per-position gather."""
+    variants = [("local8", 8, 4), ("local8n1", 8, 1), ("local1", 1, 4)]
+
+    def useful(v):  # the fraction of a thread's accumulators that hold real outputs
+        _, cot, rn = v
+        return (d / (-(-d // cot) * cot)) * (n / (-(-n // rn) * rn)), cot * rn
+
+    name, cot, rn = max(variants, key=useful)
+    blocks = _blocks(my)
+    for bx, by in blocks:
+        ey = ss_y * (by - 1) + st_y * (max(taps_y, 1) - 1) + 1
+        ex = ss_x * (bx - 1) + st_x * (max(taps_x, 1) - 1) + 1
+        cc = min(s, _SHARED_BYTES // (rn * ey * ex * itemsize))
+        if cc >= 1:
+            return name, cot, rn, (bx, by), cc, ey, ex, 0
+    return name, cot, rn, blocks[0], max(s, 1), 0, 0, 1  # no tile fits: direct reads
+
+
+def _local(src, wp, bias2, dst, rows: np.ndarray, d: int, s: int, kern) -> None:
+    """One launch of the per-position gather (``wp`` prepacked by :func:`_pack`)."""
+    dtype = np.dtype(dst.dtype)
+    n = dst.shape[0]
+    mz, my, mx = (int(v) for v in rows[:, 0])
+    if n * mz * my * mx == 0:
+        return
+    name, cot, rn, (bx, by), cc, ey, ex, direct = _local_config(
+        my, mx, d, n, int(rows[1, 4]), int(rows[2, 4]), int(rows[1, 3]), int(rows[2, 3]),
+        int(rows[1, 6]), int(rows[2, 6]), s, dtype.itemsize)
+    has_bias = bias2 is not None
+    b = bias2 if has_bias else A.dummy(dtype, 2)
+    ntx, nty = -(-mx // bx), -(-my // by)
+    prm = A.table([ey, ex, cc, ntx, nty, direct, d, s, has_bias, kern[1], kern[2]])
+    shared = rn * cc * ey * ex * dtype.itemsize
+    grid = (ntx * nty * mz * -(-n // rn), -(-d // cot))
+    K.get(name, dtype)[grid, (bx, by), 0, shared](src, wp, b, dst, A.table(rows), prm)
+
+
+def _pack(w4, swap: bool):
+    """Prepacked weights of the per-position gather: ``w4`` (P, C_out, C_in, K) to
+    (C_in, K, C_out, P), or (C_out, K, C_in, P) with ``swap`` (the input gradient)."""
+    p, co, ci, k = (int(v) for v in w4.shape)
+    out = A.empty((co, k, ci, p) if swap else (ci, k, co, p), w4.dtype)
+    A.launch1("pack", w4.dtype, out.size, w4, out, int(swap))
+    return out
 
 
 def _local_arrays(op, unshared, x, weight, bias, stride, padding, dilation, padding_mode):
@@ -382,21 +494,34 @@ def _local_arrays(op, unshared, x, weight, bias, stride, padding, dilation, padd
                        dilation, padding_mode)
     dtype = A.dtype_of(op, x=x, weight=weight, bias=bias)
     x5 = _lifted(x, dtype, spec.nd)
-    w3 = A.operand(weight, dtype).reshape((math.prod(spec.tiles), spec.c_out, -1))
+    kern = tuple(_lift3(spec.kernel, 1, spec.nd))
+    w6 = A.operand(weight, dtype).reshape((math.prod(spec.tiles), spec.c_out, spec.in_shape[1])
+                                          + kern)
     b2 = None if bias is None else A.operand(bias, dtype).reshape((spec.c_out, -1))
-    return spec, dtype, x5, w3, b2
+    return spec, dtype, x5, w6, b2
+
+
+def _local_rows(spec, padded: bool) -> np.ndarray:
+    los = [0 if padded else lo for lo, _ in spec.pads]
+    return np.array(_conv_rows(spec.out_shape[2:], spec.kernel, spec.stride, spec.dilation,
+                               los, periods=tuple(spec.tiles)), dtype=np.int64)
 
 
 def _local_forward(op, unshared, x, weight, bias, stride, padding, dilation, padding_mode):
     how = A.caller_kind(x, weight, bias)
-    spec, dtype, x5, w3, b2 = _local_arrays(op, unshared, x, weight, bias, stride, padding,
+    spec, dtype, x5, w6, b2 = _local_arrays(op, unshared, x, weight, bias, stride, padding,
                                             dilation, padding_mode)
     padded = spec.mode != "zeros"
     src = _pad(x5, spec.in_shape[2:], spec.pads, spec.mode, spec.nd) if padded else x5
     dst = A.empty(_lift(spec.out_shape, spec.nd), dtype)
-    b = b2 if b2 is not None else A.dummy(dtype, 2)
-    A.launch1("local_fwd", dtype, dst.size, src, w3, b, dst,
-              A.table(_local_prm(spec, padded, b2 is not None)))
+    rows = _local_rows(spec, padded)
+    c_in = spec.in_shape[1]
+    if _periodic(spec):  # the conv gather, the stack chosen per phase of the periods
+        b1 = None if b2 is None else b2.reshape((spec.c_out,))
+        _gather(src, w6, b1, dst, rows, 1, spec.c_out, c_in, False)
+    else:
+        wp = _pack(w6.reshape(w6.shape[:3] + (-1,)), False)
+        _local(src, wp, b2, dst, rows, spec.c_out, c_in, w6.shape[3:])
     return A.wrap(dst.reshape(spec.out_shape), how)
 
 
@@ -404,21 +529,30 @@ def _local_backward(op, unshared, grad_output, x, weight, bias, stride, padding,
                     padding_mode):
     how = A.caller_kind(grad_output, x, weight, bias)
     grad_output = A.dev(grad_output, "grad_output", op)
-    spec, dtype, x5, w3, b2 = _local_arrays(op, unshared, x, weight, bias, stride, padding,
+    spec, dtype, x5, w6, b2 = _local_arrays(op, unshared, x, weight, bias, stride, padding,
                                             dilation, padding_mode)
     nd = spec.nd
     g5 = _gout(op, grad_output, spec.out_shape, dtype, nd)
     padded = spec.mode != "zeros"
-    prm = A.table(_local_prm(spec, padded, False))
     sizes = tuple(i + (lo + hi) * padded for i, (lo, hi) in zip(spec.in_shape[2:], spec.pads))
+    los = [0 if padded else lo for lo, _ in spec.pads]
+    c_in, c_out = spec.in_shape[1], spec.c_out
+    kern = tuple(int(k) for k in w6.shape[3:])
+    # input gradient: one gather per stride phase, the stacks following the output position
     gx = A.empty(_lift(spec.in_shape[:2] + sizes, nd), dtype)
-    A.launch1("local_igrad", dtype, gx.size, g5, w3, gx, prm)
+    periodic = _periodic(spec)
+    wq = None if periodic else _pack(w6.reshape(w6.shape[:3] + (-1,)), True)
+    for rows in _phase_rows(sizes, spec.out_shape[2:], spec.kernel, spec.stride,
+                            spec.dilation, los, periods=tuple(spec.tiles)):
+        if periodic:
+            _gather(g5, w6, None, gx, rows, 1, c_in, c_out, True)
+        else:
+            _local(g5, wq, None, gx, rows, c_in, c_out, kern)
     src = x5
     if padded:
         gx = _unpad(gx, x5.shape, spec.in_shape[2:], spec.pads, spec.mode, nd)
         src = _pad(x5, spec.in_shape[2:], spec.pads, spec.mode, nd)
-    gw = A.empty(w3.shape, dtype)
-    A.launch1("local_wgrad", dtype, gw.size, src, g5, gw, prm)
+    gw = _wgrad(src, g5, _local_rows(spec, padded), kern, 1, c_out, c_in)
     gb = None
     if b2 is not None:
         if unshared:
@@ -462,25 +596,72 @@ def _win(spec) -> np.ndarray:
     return np.array(spec.axes(), dtype=np.int64)
 
 
+def _pool_tiles(rows: int, cols: int, extent, itemsize_of) -> tuple:
+    """(block, EY, EX, direct, ntx, nty) of a tiled pooling kernel over a ``rows x cols``
+    plane; ``extent(bx, by)`` is the staged tile (EY, EX) of a block, ``itemsize_of(ey,
+    ex)`` its bytes."""
+    blocks = _blocks(rows)
+    choice = None
+    for bx, by in blocks:
+        ey, ex = extent(bx, by)
+        if itemsize_of(ey, ex) <= _SHARED_BYTES:
+            choice = (bx, by), ey, ex, 0
+            break
+    if choice is None:  # windows too large for a tile: direct reads
+        choice = blocks[0], 0, 0, 1
+    (bx, by), ey, ex, direct = choice
+    return (bx, by), ey, ex, direct, -(-cols // (bx * K.RX)), -(-rows // by)
+
+
 def _pool_run(spec, x5, mode: int, want: bool, inv=None, p: float = 1.0):
     dtype = np.dtype(x5.dtype)
     t = dtype.type
     y = A.empty(spec.lifted(spec.out_shape), dtype)
     idx = A.empty(y.shape, np.int64) if want else A.dummy(np.int64, 5)
     inv_d = A.table(inv if inv is not None else np.ones((3, 1)), dtype)
-    A.launch1("pool_fwd", dtype, y.size, x5, y, idx, A.table(_win(spec)), inv_d, mode,
-              int(want), t(p), t(1.0 / p))
+    win = _win(spec)
+    if y.size == 0:
+        return y, idx
+    (_, _, ky, sy, dy, _), (_, _, kx, sx, dx, _) = win[1], win[2]
+
+    def extent(bx, by):
+        return sy * (by - 1) + dy * (ky - 1) + 1, sx * (bx * K.RX - 1) + dx * (kx - 1) + 1
+
+    oz, oy, ox = y.shape[2:]
+    (bx, by), ey, ex, direct, ntx, nty = _pool_tiles(oy, ox, extent,
+                                                      lambda a, b: a * b * dtype.itemsize)
+    prm = A.table([ey, ex, ntx, nty, direct])
+    grid = ntx * nty * oz * y.shape[0] * y.shape[1]
+    K.get("pool_fwd", dtype)[grid, (bx, by), 0, ey * ex * dtype.itemsize](
+        x5, y, idx, A.table(win), inv_d, mode, int(want), t(p), t(1.0 / p), prm)
     return y, idx
 
 
 def _pool_grad(spec, g5, mode: int, *, x5=None, y=None, idx=None, inv=None, pm1=0.0):
     dtype = np.dtype(g5.dtype)
     gx = A.empty(spec.lifted(spec.in_shape), dtype)
+    if gx.size == 0:
+        return gx.reshape(spec.in_shape)
     d5 = A.dummy(dtype, 5)
-    A.launch1("pool_bwd", dtype, gx.size, g5, d5 if x5 is None else x5, d5 if y is None else y,
-              A.dummy(np.int64, 5) if idx is None else idx, gx, A.table(_win(spec)),
-              A.table(inv if inv is not None else np.ones((3, 1)), dtype), mode,
-              dtype.type(pm1))
+    win = _win(spec)
+    (_, _, ky, sy, dy, _), (_, _, kx, sx, dx, _) = win[1], win[2]
+    item = dtype.itemsize
+
+    def extent(bx, by):  # the windows that cover a block's elements
+        return (by - 1 + dy * (ky - 1)) // sy + 2, (bx * K.RX - 1 + dx * (kx - 1)) // sx + 2
+
+    def nbytes(ey, ex):  # values, then (max) the winners as int64 from an 8-byte boundary
+        return -(-ey * ex * item // 8) * 8 + (ey * ex * 8 if mode == K.MAXIDX else 0)
+
+    zs, ys, xs = gx.shape[2:]
+    (bx, by), ey, ex, direct, ntx, nty = _pool_tiles(ys, xs, extent, nbytes)
+    prm = A.table([ey, ex, ntx, nty, -(-ey * ex * item // 8), direct])
+    grid = ntx * nty * zs * gx.shape[0] * gx.shape[1]
+    K.get("pool_bwd", dtype)[grid, (bx, by), 0, 0 if direct else nbytes(ey, ex)](
+        g5, d5 if x5 is None else x5, d5 if y is None else y,
+        A.dummy(np.int64, 5) if idx is None else idx, gx, A.table(win),
+        A.table(inv if inv is not None else np.ones((3, 1)), dtype), mode, dtype.type(pm1),
+        prm)
     return gx.reshape(spec.in_shape)
 
 
