@@ -26,9 +26,10 @@ _DIRECT_MAX_OUT = 2
 # ...and, over unit source steps, the reduction length (channels x taps) up to which it
 # beats the patch path's dot products (whose horizontal sums dominate short reductions).
 _DIRECT_MAX_REDUCTION = 160
-# ...and, over unit source steps, the destination channels up to which it wins whatever
-# the reduction length (the patch path's channels-last slab and patch copies are paid
-# once per tile and shared by all destination channels; with few of them they dominate).
+# ...and, where its rows run as one axpy or are long (see ``gather``), the destination
+# channels up to which it wins whatever the reduction length (the patch path's
+# channels-last slab and patch copies are paid once per tile and shared by all
+# destination channels; with few of them they dominate).
 _DIRECT_MAX_OUT_FLAT = 32
 # ...and the output row length (per stack along x) from which rows run one at a time.
 _DIRECT_MIN_ROW = 64
