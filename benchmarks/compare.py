@@ -84,11 +84,21 @@ F = None
 def load_torch() -> bool:
     """Import torch (optional) into the module globals; True when available."""
     global torch, F
+    # gridconv sets OMP_WAIT_POLICY=PASSIVE for its own OpenMP runtime when the user has
+    # not; torch's bundled libgomp reads the variable when it loads, and passive waiting
+    # makes torch's short parallel regions 2-10x slower. Torch is measured with its own
+    # defaults: the variable is unset while torch loads.
+    gc_module = sys.modules.get("gridconv")
+    hide = gc_module is not None and getattr(gc_module, "_SET_OMP_WAIT_POLICY", False)
+    saved = os.environ.pop("OMP_WAIT_POLICY", None) if hide else None
     try:
         import torch as _torch
         import torch.nn.functional as _F
     except ImportError:  # pragma: no cover - depends on the environment
         return False
+    finally:
+        if saved is not None:
+            os.environ["OMP_WAIT_POLICY"] = saved
     torch, F = _torch, _F
     return True
 
@@ -613,9 +623,10 @@ def main(argv=None) -> int:
     import numba
     import scipy
 
+    load_torch()  # first, so that torch's OpenMP runtime starts with its own defaults
+
     import gridconv
 
-    load_torch()
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover

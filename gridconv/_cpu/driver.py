@@ -34,6 +34,8 @@ _DIRECT_MAX_OUT_FLAT = 32
 # ...and the output row length (per stack along x) from which rows run one at a time.
 _DIRECT_MIN_ROW = 64
 _DIRECT_SPAN = 512
+# Units (channel x tap) per chunk of the direct kernel's reduction (see gather_direct).
+_DIRECT_CHUNK = 128
 
 
 def _run(kernel, work: int, *args):
@@ -110,6 +112,20 @@ def pack_weight(w6: np.ndarray, axes: list[Axis]) -> np.ndarray:
     return out
 
 
+def pack_blocks(wu: np.ndarray) -> np.ndarray:
+    """(P, G, D, U) unit weights -> (P, G, D*U): the destination channels in the
+    near-equal blocks of at most 6 of ``gather._channel_block``, each laid out (U, mr),
+    the order in which ``gather_direct``'s register blocks read them."""
+    p, g, d, u = wu.shape
+    out = np.empty((p, g, d * u), dtype=wu.dtype)
+    nblk = -(-d // 6)
+    for blk in range(nblk):
+        o0, mr = k._channel_block(blk, nblk, d)
+        part = wu[:, :, o0: o0 + mr].transpose(0, 1, 3, 2).reshape(p, g, -1)
+        out[:, :, o0 * u: (o0 + mr) * u] = part
+    return out
+
+
 def gather(src: np.ndarray, w6: np.ndarray, bias, dst: np.ndarray, axes: list[Axis],
            tiles=None) -> None:
     """Run the gather kernel for one set of tap tables, writing ``dst`` in place.
@@ -137,12 +153,13 @@ def gather(src: np.ndarray, w6: np.ndarray, bias, dst: np.ndarray, axes: list[Ax
     if od <= _DIRECT_MAX_OUT or ((merged or long_rows) and (
             reduction <= _DIRECT_MAX_REDUCTION or od <= _DIRECT_MAX_OUT_FLAT)):
         taps = w7[:, :, :, :, axes[0].kidx][..., axes[1].kidx, :][..., axes[2].kidx]
+        taps = pack_blocks(taps.reshape(taps.shape[:3] + (-1,)))
         # two accumulator rows and the slab runs they read stay in L1
         rows, cols = _direct_tile(m, src.shape[0] * w7.shape[1],
                                   2048 if od < 4 else _DIRECT_SPAN)
         work = src.shape[0] * int(np.prod(m)) * taps[0].size
         _run(k.gather_direct, work, src, np.ascontiguousarray(taps), b, dst, m, d0, ds, ss,
-             *offs, *maps, qlo, np.asarray(tiles, np.int64), rows, cols)
+             *offs, *maps, qlo, np.asarray(tiles, np.int64), rows, cols, _DIRECT_CHUNK)
         return
     wmat = np.stack([pack_weight(w, axes) for w in w7])
     rows, cols = _tile(m, wmat.shape[3], src.itemsize, src.shape[0] * wmat.shape[1])

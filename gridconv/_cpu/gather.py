@@ -23,6 +23,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .micro import make_micro
+
 # fastmath without 'nnan'/'ninf': reductions vectorise, NaNs still propagate.
 FASTMATH = {"reassoc", "contract", "arcp", "nsz", "afn"}
 JIT = dict(fastmath=FASTMATH, cache=True, nogil=True)
@@ -436,20 +438,86 @@ def _fill_split_planes(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, o
     return ys, xs
 
 
-@njit(parallel=True, **JIT)
-def gather_direct(src, wtaps, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, mapy, mapx,
-                  qlo, t, rows, cols, nthreads):
-    """:func:`gather` for few destination channels per group, or a short reduction: each
-    (channel, tap) is an axpy of a slab run into accumulator rows, vectorised along x.
+# (channels, vectors) of the register blocks: 12 accumulators where the channels allow
+# (two FMA pipes of 5-cycle latency need about 10 in flight), fewer loads per FMA first.
+_MK6, _MK5, _MK4, _MK3, _MK2, _MK1 = (
+    make_micro(mr, nv) for mr, nv in ((6, 2), (5, 2), (4, 3), (3, 4), (2, 6), (1, 8)))
+_NK4, _NK3, _NK2, _NK1 = (make_micro(mr, 2) for mr in (4, 3, 2, 1))
 
-    wtaps : (P, G, od, cs, Tz, Ty, Tx) weights of the taps, ``P = t[0]*t[1]*t[2]`` stacks
-    periodic over the positions as in :func:`gather`; other arguments as :func:`gather`.
+
+@njit(inline="always")
+def _channel_block(blk, nblk, od):
+    """First channel and size of block ``blk`` of ``nblk = ceil(od/6)`` near-equal blocks
+    (sizes differ by at most one: 32 = 6+6+5+5+5+5, no starved block of 2)."""
+    base = od // nblk
+    extra = od % nblk
+    return blk * base + min(blk, extra), base + (1 if blk < extra else 0)
+
+
+@njit(inline="always")
+def _block_narrow(mr, acc, ld, slab, p, uoff, w, woff, nunit):
+    """One block of ``mr`` channels x 2 vectors at position ``p`` (any ``mr <= 6``)."""
+    if mr == 6:
+        _MK6(acc[p:], ld, slab, p, uoff, w, woff, nunit)
+    elif mr == 5:
+        _MK5(acc[p:], ld, slab, p, uoff, w, woff, nunit)
+    elif mr == 4:
+        _NK4(acc[p:], ld, slab, p, uoff, w, woff, nunit)
+    elif mr == 3:
+        _NK3(acc[p:], ld, slab, p, uoff, w, woff, nunit)
+    elif mr == 2:
+        _NK2(acc[p:], ld, slab, p, uoff, w, woff, nunit)
+    else:
+        _NK1(acc[p:], ld, slab, p, uoff, w, woff, nunit)
+# The widest block reads this many vectors past a run's start: slabs keep that slack.
+_MAX_NV = 8
+
+
+@njit(inline="always")
+def _block_rows(mr, acc, ld, slab, uoff, w, woff, nunit, span, lanes):
+    """``acc[r*ld + p] = sum_u w[woff + u*mr + r] * slab[uoff[u] + p]`` for ``r < mr`` and
+    ``p < span`` (rounded up to the block's width), one register block at a time."""
+    if mr == 6:
+        for p in range(0, span, 2 * lanes):
+            _MK6(acc[p:], ld, slab, p, uoff, w, woff, nunit)
+    elif mr == 5:
+        for p in range(0, span, 2 * lanes):
+            _MK5(acc[p:], ld, slab, p, uoff, w, woff, nunit)
+    elif mr == 4:
+        for p in range(0, span, 3 * lanes):
+            _MK4(acc[p:], ld, slab, p, uoff, w, woff, nunit)
+    elif mr == 3:
+        for p in range(0, span, 4 * lanes):
+            _MK3(acc[p:], ld, slab, p, uoff, w, woff, nunit)
+    elif mr == 2:
+        for p in range(0, span, 6 * lanes):
+            _MK2(acc[p:], ld, slab, p, uoff, w, woff, nunit)
+    else:
+        for p in range(0, span, 8 * lanes):
+            _MK1(acc[p:], ld, slab, p, uoff, w, woff, nunit)
+
+
+@njit(parallel=True, **JIT)
+def gather_direct(src, wpk, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, mapy, mapx,
+                  qlo, t, rows, cols, chunk, nthreads):
+    """:func:`gather` without patches: every (source channel, tap) is a unit whose slab
+    run feeds register blocks of up to 6 destination channels x 16 positions (float32;
+    see :mod:`gridconv._cpu.micro`) that accumulate the whole reduction in registers.
+
+    wpk : (P, G, od * nunit) weights of the ``nunit = cs*Tz*Ty*Tx`` units (channel-major,
+    then taps), packed per block of 6 destination channels as (nunit, mr); ``P =
+    t[0]*t[1]*t[2]`` stacks periodic over the positions as in :func:`gather`. od is
+    ``dst.shape[1] // G``; chunk: units per chunk of the reduction when od > 6 (their slab
+    runs for a block of positions stay in L1 while every block of channels reads them);
+    other arguments as :func:`gather`.
 
     Slabs are planar (one (zs, ys, xs) block per source channel). When consecutive
     outputs of one stack are ``step = ss[2]*t[2] > 1`` apart in the source, the slab rows
-    are split into ``step`` phases so that the axpys still run over contiguous memory.
+    are split into ``step`` phases so that the runs stay contiguous.
     """
-    ng, od, cs = wtaps.shape[1], wtaps.shape[2], wtaps.shape[3]
+    ng = wpk.shape[1]
+    od = dst.shape[1] // ng
+    cs = src.shape[1] // ng
     nsamp = src.shape[0]
     nyb, nxb, ntask, nth = _task_grid(nsamp, ng, m, rows, cols, nthreads)
     tz, ty, tx = offz.shape[0], offy.shape[0], offx.shape[0]
@@ -462,13 +530,18 @@ def gather_direct(src, wtaps, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, 
     has_bias = bias.shape[0] > 0
     zero = src.dtype.type(0)
     nunit = cs * tz * ty * tx
-    # Rows of the tile can be run as one long axpy (the slab's row stride apart, the gap
+    lanes = 32 // src.itemsize
+    slack = _MAX_NV * lanes
+    # Rows of the tile can be run as one long span (the slab's row stride apart, the gap
     # columns discarded) when output rows map to consecutive slab rows of one stack.
     merge = step == 1 and ss[1] == 1 and t[1] == 1
+    nblk = (od + 5) // 6
     for th in prange(nth):
-        slab = np.empty(plane * cs, src.dtype)
+        # zeroed once: the blocks read up to ``slack`` past the last plane
+        slab = np.zeros(plane * cs + slack, src.dtype)
         row = np.empty(zs * ys_max * xs_max, src.dtype)
-        acc = np.empty(2 * max(plane, cols), src.dtype)
+        ld = max(plane, cols) + slack
+        acc = np.empty(max(od, 6) * ld, src.dtype)
         uoff = np.empty(nunit, np.int64)
         for task in range(th, ntask, nth):
             n, g, mz, my0, my1, mx0, mx1 = _tile_bounds(
@@ -504,66 +577,30 @@ def gather_direct(src, wtaps, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, 
                                     uoff[u] = (c * plane + (yy * step + xrel % step) * xq
                                                + xrel // step)
                                     u += 1
-                    wg = wtaps[stack, g].reshape((od, nunit))
-                    for o0 in range(0, od, 2):
-                        two = o0 + 1 < od
-                        o1 = o0 + 1 if two else o0
-                        a0 = acc[:span]
-                        a1 = acc[span: 2 * span]
-                        b0 = bias[g * od + o0] if has_bias else zero
-                        b1 = bias[g * od + o1] if has_bias else zero
-                        for i in range(span):
-                            a0[i] = b0
-                            a1[i] = b1
-                        w0 = wg[o0]
-                        w1 = wg[o1]
-                        # blocks of four units feed two outputs whatever the kernel's shape
-                        # (a 1x1 kernel included): per element, four slab loads, two
-                        # accumulator loads and two stores for eight multiply-adds
-                        u = 0
-                        while two and u + 4 <= nunit:
-                            s0 = slab[uoff[u]:]
-                            s1 = slab[uoff[u + 1]:]
-                            s2 = slab[uoff[u + 2]:]
-                            s3 = slab[uoff[u + 3]:]
-                            p0, p1, p2, p3 = w0[u], w0[u + 1], w0[u + 2], w0[u + 3]
-                            q0, q1, q2, q3 = w1[u], w1[u + 1], w1[u + 2], w1[u + 3]
-                            for i in range(span):
-                                x0 = s0[i]
-                                x1 = s1[i]
-                                x2 = s2[i]
-                                x3 = s3[i]
-                                a0[i] += p0 * x0 + p1 * x1 + p2 * x2 + p3 * x3
-                                a1[i] += q0 * x0 + q1 * x1 + q2 * x2 + q3 * x3
-                            u += 4
-                        # a last single output (depthwise: the only one)
-                        while not two and u + 4 <= nunit:
-                            s0 = slab[uoff[u]:]
-                            s1 = slab[uoff[u + 1]:]
-                            s2 = slab[uoff[u + 2]:]
-                            s3 = slab[uoff[u + 3]:]
-                            p0, p1, p2, p3 = w0[u], w0[u + 1], w0[u + 2], w0[u + 3]
-                            for i in range(span):
-                                a0[i] += p0 * s0[i] + p1 * s1[i] + p2 * s2[i] + p3 * s3[i]
-                            u += 4
-                        while u < nunit:
-                            s0 = slab[uoff[u]:]
-                            p0 = w0[u]
-                            q0 = w1[u]
-                            if two:
-                                for i in range(span):
-                                    x0 = s0[i]
-                                    a0[i] += p0 * x0
-                                    a1[i] += q0 * x0
-                            else:
-                                for i in range(span):
-                                    a0[i] += p0 * s0[i]
-                            u += 1
-                        for q in range(2 if two else 1):
-                            _store_tile(dst[n, g * od + o0 + q, d0[0] + ds[0] * mz],
-                                        acc[q * span: (q + 1) * span], rlen, zero, nr, nx,
-                                        d0[1] + ds[1] * (my0 + yr), ds[1],
-                                        d0[2] + ds[2] * (mx0 + xr0), ds[2] * t[2])
+                    wg = wpk[stack, g]
+                    for o in range(od):
+                        b = bias[g * od + o] if has_bias else zero
+                        arow = acc[o * ld: o * ld + span + slack]
+                        for i in range(span + slack):
+                            arow[i] = b
+                    if od <= 6:
+                        _block_rows(od, acc, ld, slab, uoff, wg, 0, nunit, span, lanes)
+                    else:
+                        # Chunks of the reduction: the slab runs of a chunk for a few
+                        # positions stay in L1 while every block of channels reads them.
+                        for u0 in range(0, nunit, chunk):
+                            ku = min(chunk, nunit - u0)
+                            uo = uoff[u0:]
+                            for p in range(0, span, 2 * lanes):
+                                for blk in range(nblk):
+                                    o0, mr = _channel_block(blk, nblk, od)
+                                    _block_narrow(mr, acc[o0 * ld:], ld, slab, p, uo, wg,
+                                                  o0 * nunit + u0 * mr, ku)
+                    for o in range(od):
+                        _store_tile(dst[n, g * od + o, d0[0] + ds[0] * mz],
+                                    acc[o * ld: o * ld + span], rlen, zero, nr, nx,
+                                    d0[1] + ds[1] * (my0 + yr), ds[1],
+                                    d0[2] + ds[2] * (mx0 + xr0), ds[2] * t[2])
 
 
 @njit(parallel=True, **JIT)

@@ -1,0 +1,121 @@
+"""A register-blocked microkernel written in LLVM IR: ``mr`` destination channels x ``nv``
+vectors of consecutive positions, accumulated in vector registers over a whole reduction.
+
+Numba's auto-vectoriser keeps the direct kernel's accumulators in memory (one load and
+one store per multiply-add of a row), and the patch path's dot products end in
+horizontal sums. Here the accumulators are ``<lanes x float>`` values that live in
+registers for the whole reduction, as in a GEMM microkernel, and each step of the
+reduction reads its operand straight from a slab run:
+
+    out[r*ld + j] += sum_u w[woff + u*mr + r] * slab[base + uoff[u] + j]
+
+for ``r < mr``, ``j < nv*lanes`` (``out`` is read once at the start and written once at
+the end, so a reduction can be cut into chunks that fit the caches). A unit
+``u`` is one (source channel, tap) pair; ``uoff`` gives where its run of consecutive
+positions starts in the slab. ``lanes`` is 8 for float32 and 4 for float64 (256-bit AVX2
+registers); the caller keeps ``nv*lanes`` readable elements after every run.
+"""
+
+from __future__ import annotations
+
+import llvmlite.ir as ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+# 256-bit vectors: AVX2, the widest these machines have (and twice SSE's width).
+VECTOR_BYTES = 32
+
+
+def _lanes(dtype) -> int:
+    return VECTOR_BYTES // (4 if dtype == types.float32 else 8)
+
+
+def lanes_of(itemsize: int) -> int:
+    """Positions per vector for an element size in bytes (Python side)."""
+    return VECTOR_BYTES // itemsize
+
+
+def make_micro(mr: int, nv: int):
+    """An intrinsic ``micro(out, ld, slab, base, uoff, w, woff, nunit)`` for ``mr``
+    channels x ``nv`` vectors (``mr * nv`` accumulators; 12 keep two FMA pipes busy)."""
+
+    @intrinsic
+    def micro(typingctx, out, ld, slab, base, uoff, w, woff, nunit):
+        sig = types.void(out, ld, slab, base, uoff, w, woff, nunit)
+
+        def codegen(context, builder, signature, args):
+            out_v, ld_v, slab_v, base_v, uoff_v, w_v, woff_v, nunit_v = args
+            aty = signature.args[0]
+            fty = context.get_value_type(aty.dtype)
+            lanes = _lanes(aty.dtype)
+            vty = ir.VectorType(fty, lanes)
+            vptr = vty.as_pointer()
+            align = 4 if aty.dtype == types.float32 else 8  # unaligned vector accesses
+            i32 = ir.IntType(32)
+            i64 = ir.IntType(64)
+            outp = context.make_array(aty)(context, builder, out_v).data
+            slabp = context.make_array(signature.args[2])(context, builder, slab_v).data
+            uoffp = context.make_array(signature.args[4])(context, builder, uoff_v).data
+            wp = context.make_array(signature.args[5])(context, builder, w_v).data
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vty, [vty, vty, vty]),
+                f"llvm.fma.v{lanes}{'f32' if aty.dtype == types.float32 else 'f64'}")
+            bmask = ir.Constant(ir.VectorType(i32, lanes), [ir.Constant(i32, 0)] * lanes)
+            # carried accumulators as allocas: LLVM's mem2reg turns them into registers
+            slots = [[cgutils.alloca_once(builder, vty) for _ in range(nv)]
+                     for _ in range(mr)]
+            for r in range(mr):
+                orow = builder.gep(outp, [builder.mul(ld_v, ir.Constant(i64, r))])
+                for v in range(nv):
+                    p = builder.bitcast(builder.gep(orow, [ir.Constant(i64, v * lanes)]),
+                                        vptr)
+                    builder.store(builder.load(p, align=align), slots[r][v])
+            with cgutils.for_range(builder, nunit_v) as loop:
+                u = loop.index
+                off = builder.add(base_v, builder.load(builder.gep(uoffp, [u])))
+                run = builder.gep(slabp, [off])
+                wrow = builder.gep(wp, [builder.add(woff_v, builder.mul(
+                    u, ir.Constant(i64, mr)))])
+
+                def vector(v):
+                    p = builder.bitcast(builder.gep(run, [ir.Constant(i64, v * lanes)]), vptr)
+                    return builder.load(p, align=align)
+
+                def broadcast(r):
+                    ws = builder.load(builder.gep(wrow, [ir.Constant(i64, r)]))
+                    return builder.shuffle_vector(
+                        builder.insert_element(ir.Constant(vty, ir.Undefined), ws,
+                                               ir.Constant(i32, 0)),
+                        ir.Constant(vty, ir.Undefined), bmask)
+
+                def step(r, v, wb, xv):
+                    s = slots[r][v]
+                    builder.store(builder.call(fma, [wb, xv, builder.load(s)]), s)
+
+                # Keep the fewer operands live (16 ymm registers: the accumulators, the
+                # live operands and one streamed one): the vectors when they are fewer
+                # than the channels, else the broadcast weights.
+                if nv <= mr:
+                    xs = [vector(v) for v in range(nv)]
+                    for r in range(mr):
+                        wb = broadcast(r)
+                        for v in range(nv):
+                            step(r, v, wb, xs[v])
+                else:
+                    wbs = [broadcast(r) for r in range(mr)]
+                    for v in range(nv):
+                        xv = vector(v)
+                        for r in range(mr):
+                            step(r, v, wbs[r], xv)
+            for r in range(mr):
+                orow = builder.gep(outp, [builder.mul(ld_v, ir.Constant(i64, r))])
+                for v in range(nv):
+                    p = builder.bitcast(builder.gep(orow, [ir.Constant(i64, v * lanes)]),
+                                        vptr)
+                    builder.store(builder.load(slots[r][v]), p, align=align)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return micro
