@@ -88,9 +88,8 @@ def load_torch() -> bool:
     # not; torch's bundled libgomp reads the variable when it loads, and passive waiting
     # makes torch's short parallel regions 2-10x slower. Torch is measured with its own
     # defaults: the variable is unset while torch loads.
-    gc_module = sys.modules.get("gridconv")
-    hide = gc_module is not None and getattr(gc_module, "_SET_OMP_WAIT_POLICY", False)
-    saved = os.environ.pop("OMP_WAIT_POLICY", None) if hide else None
+    hide = "gridconv" in sys.modules and os.environ.get("OMP_WAIT_POLICY") == "PASSIVE"
+    saved = os.environ.pop("OMP_WAIT_POLICY") if hide else None
     try:
         import torch as _torch
         import torch.nn.functional as _F

@@ -11,9 +11,8 @@ import os as _os
 # processes (measured on 2 cores: a training step 2x slower, single ops up to 20x).
 # Sleeping workers cost microseconds per region instead. Set before the OpenMP runtime
 # starts; a value the user set wins. Other OpenMP runtimes loaded later in the process (for
-# example PyTorch's own libgomp) read the same variable, so the benchmarks import them with
-# it unset when gridconv put it there (``_SET_OMP_WAIT_POLICY``).
-_SET_OMP_WAIT_POLICY = "OMP_WAIT_POLICY" not in _os.environ
+# example PyTorch's own libgomp) read the same variable, which is why benchmarks/compare.py
+# imports torch with it unset.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from . import kernels, reference  # noqa: E402

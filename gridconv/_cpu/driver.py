@@ -11,7 +11,7 @@ import itertools
 import numba
 import numpy as np
 
-from .._geometry import Axis, phase_axes
+from .._geometry import Axis, forward_axis, phase_axes
 from . import gather as k
 
 # Bytes of patches per thread: with the slab and output tile this stays near the 512 KB L2.
@@ -21,19 +21,19 @@ _PATCH_BYTES = 160 * 1024
 _SERIAL_WORK = 1 << 18
 
 
-# Destination channels per group up to which the direct (axpy) kernel beats patches.
+# The direct kernel (register blocks over slab runs, see ``gather.gather_direct``) runs
+# every convolution whose output rows merge into long runs or are themselves at least
+# ``_DIRECT_MIN_ROW`` long (per kernel stack along x): its blocks are 16 positions wide
+# (float32), so shorter rows would waste most of each block. Few destination channels
+# per group (``_DIRECT_MAX_OUT``) also go there: the patch path pads them to 2.
 _DIRECT_MAX_OUT = 2
-# ...and, over unit source steps, the reduction length (channels x taps) up to which it
-# beats the patch path's dot products (whose horizontal sums dominate short reductions).
-_DIRECT_MAX_REDUCTION = 160
-# ...and, where its rows run as one axpy or are long (see ``gather``), the destination
-# channels up to which it wins whatever the reduction length (the patch path's
-# channels-last slab and patch copies are paid once per tile and shared by all
-# destination channels; with few of them they dominate).
-_DIRECT_MAX_OUT_FLAT = 32
-# ...and the output row length (per stack along x) from which rows run one at a time.
-_DIRECT_MIN_ROW = 64
+_DIRECT_MIN_ROW = 16
+# Positions per direct tile with 4 or more destination channels (their accumulator rows
+# stay in L2 while the reduction runs in chunks).
 _DIRECT_SPAN = 512
+# Destination channels per group from which the weight gradient runs on register blocks
+# of channel vectors (fewer would leave most of each 16-channel block empty).
+_BLOCKED_MIN_OUT = 8
 # Units (channel x tap) per chunk of the direct kernel's reduction (see gather_direct).
 _DIRECT_CHUNK = 128
 
@@ -143,18 +143,15 @@ def gather(src: np.ndarray, w6: np.ndarray, bias, dst: np.ndarray, axes: list[Ax
     w7 = w6 if periodic else w6[None]
     tiles = (1, 1, 1) if tiles is None else tiles
     flat = axes[1].ss == 1 and axes[2].ss == 1
-    reduction = w7.shape[3] * axes[0].taps * axes[1].taps * axes[2].taps
     od = w7.shape[2]
-    # The direct kernel runs a tile's rows as one long axpy when output rows map to
-    # consecutive slab rows of one stack; otherwise row by row, which pays only on long
-    # rows (phases of a stride or of the stacks along x are split into contiguous runs).
+    # The direct kernel runs a tile's rows as one long span when output rows map to
+    # consecutive slab rows of one stack; otherwise row by row (phases of a stride or of
+    # the stacks along x are split into contiguous runs).
     merged = flat and tiles[1] == 1 and tiles[2] == 1
     long_rows = axes[2].m // tiles[2] >= _DIRECT_MIN_ROW
-    if od <= _DIRECT_MAX_OUT or ((merged or long_rows) and (
-            reduction <= _DIRECT_MAX_REDUCTION or od <= _DIRECT_MAX_OUT_FLAT)):
+    if od <= _DIRECT_MAX_OUT or merged or long_rows:
         taps = w7[:, :, :, :, axes[0].kidx][..., axes[1].kidx, :][..., axes[2].kidx]
         taps = pack_blocks(taps.reshape(taps.shape[:3] + (-1,)))
-        # two accumulator rows and the slab runs they read stay in L1
         rows, cols = _direct_tile(m, src.shape[0] * w7.shape[1],
                                   2048 if od < 4 else _DIRECT_SPAN)
         work = src.shape[0] * int(np.prod(m)) * taps[0].size
@@ -174,6 +171,10 @@ def input_grad(gout: np.ndarray, w6: np.ndarray, bias, dst: np.ndarray, geom) ->
     ``geom`` is per axis ``(size, src_size, K, stride, dilation, pad_lo)``; ``w6`` is
     (G, D, S, K...) with D the destination (conv input) channels per group.
     """
+    if all(k == s and r == 1 and lo == 0 and size == src_size * s
+           for size, src_size, k, s, r, lo in geom) and any(g[2] > 1 for g in geom):
+        _disjoint_phases(gout, w6, bias, dst, [g[2] for g in geom])
+        return
     per_axis = [phase_axes(*g) for g in geom]
     phases = list(itertools.product(*per_axis))
     if any(a.taps == 0 for axes in phases for a in axes if a.m > 0):
@@ -184,6 +185,22 @@ def input_grad(gout: np.ndarray, w6: np.ndarray, bias, dst: np.ndarray, geom) ->
     for axes in phases:
         if all(a.taps > 0 for a in axes):
             gather(gout, w6, bias, dst, list(axes))
+
+
+def _disjoint_phases(src: np.ndarray, w6: np.ndarray, bias, dst: np.ndarray, taps) -> None:
+    """The transposed gather when every kernel equals its stride (the usual learned 2x
+    upsampling): each destination position takes exactly one tap, so it is a 1x1
+    convolution to D*Kz*Ky*Kx channels (one slab for all phases, instead of one pass per
+    phase) followed by the interleaving of the phases."""
+    g, d, s = w6.shape[:3]
+    nph = taps[0] * taps[1] * taps[2]
+    # (G, D, S, Kz, Ky, Kx) -> (G, D*P, S, 1, 1, 1), channel (d, a, b, e)
+    w1 = np.ascontiguousarray(w6.transpose(0, 1, 3, 4, 5, 2)).reshape(g, d * nph, s, 1, 1, 1)
+    b1 = None if bias is None else np.repeat(bias, nph)
+    tmp = np.empty((src.shape[0], g * d * nph) + src.shape[2:], dtype=src.dtype)
+    gather(src, w1, b1, tmp, [forward_axis(n, n, 1, 1, 1, 0, 0, "zeros")
+                              for n in src.shape[2:]])
+    k.interleave_phases(tmp, dst, *taps)
 
 
 def weight_grad(src: np.ndarray, gout: np.ndarray, groups: int, axes: list[Axis],
@@ -199,6 +216,17 @@ def weight_grad(src: np.ndarray, gout: np.ndarray, groups: int, axes: list[Axis]
     if periodic and np.prod(tiles) == 1:
         return weight_grad(src, gout, groups, axes)[None]
     tiles = (1, 1, 1) if tiles is None else tiles
+    lanes = 32 // src.itemsize
+    if not periodic and d >= _BLOCKED_MIN_OUT and (flat or axes[2].m >= _DIRECT_MIN_ROW):
+        # register blocks of units x channel vectors (see gather.weight_grad_blocked)
+        odp = _round_up(d, 2 * lanes)
+        rows, cols = _direct_tile(m, src.shape[0] * groups, _DIRECT_SPAN)
+        work = src.shape[0] * groups * int(np.prod(m)) * odp * s * t[0] * t[1] * t[2]
+        part = _run(k.weight_grad_blocked, work, src, gout, m, ss, *offs, *maps, qlo, rows,
+                    cols, groups, odp)
+        total = part.sum(axis=0)[:, :, :d]  # (G, U, D), units (s, tz, ty, tx)
+        return np.ascontiguousarray(
+            total.transpose(0, 2, 1).reshape(groups, d, s, t[0], t[1], t[2]))
     if not periodic and ((d == 1 and s == 1) or (flat and (d == 1 or s == 1))):
         # a single output or input channel: dot products of contiguous slab runs
         rows, cols = _direct_tile(m, src.shape[0] * groups)

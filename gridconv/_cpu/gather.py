@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .micro import make_micro
+from .micro import make_micro, make_outer
 
 # fastmath without 'nnan'/'ninf': reductions vectorise, NaNs still propagate.
 FASTMATH = {"reassoc", "contract", "arcp", "nsz", "afn"}
@@ -398,11 +398,51 @@ def weight_grad(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, qlo, xrun,
 
 @njit(**JIT)
 def _fill_planes(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, offx, mapz, mapy,
-                 mapx, qlo, slab, plane):
-    ys = xs = 0
+                 mapx, qlo, slab, plane, idx):
+    """:func:`_fill_slab` into planar slabs (channel ``c`` at ``slab[c*plane:]``, rows of
+    ``xs``). The source rows and the edge columns are looked up once per tile (into
+    ``idx``, at least ``ys + xs`` long), not once per channel: rows are short, so the
+    per-row work is what costs."""
+    zero = src.dtype.type(0)
+    iz_size, iy_size, ix_size = src.shape[2], src.shape[3], src.shape[4]
+    z0 = ss[0] * mz + offz[0]
+    y0 = ss[1] * my0 + offy[0]
+    x0 = ss[2] * mx0 + offx[0]
+    zs = offz[offz.shape[0] - 1] - offz[0] + 1
+    ys = ss[1] * (my1 - 1 - my0) + offy[offy.shape[0] - 1] - offy[0] + 1
+    xs = ss[2] * (mx1 - 1 - mx0) + offx[offx.shape[0] - 1] - offx[0] + 1
+    # interior of the x-range: a plain copy; the map is only consulted at the edges
+    xa = min(max(0, -x0), xs)
+    xb = max(xa, min(xs, ix_size - x0))
+    for yy in range(ys):
+        iy = _lookup(mapy, qlo[1], y0 + yy)
+        idx[yy] = iy if iy < iy_size else -1
+    for xx in range(xa):
+        idx[ys + xx] = _lookup(mapx, qlo[2], x0 + xx)
+    for xx in range(xb, xs):
+        idx[ys + xx] = _lookup(mapx, qlo[2], x0 + xx)
+    nint = xb - xa
     for c in range(cs):
-        ys, xs = _fill_slab(src, n, c0 + c, 1, mz, my0, my1, mx0, mx1, ss, offz, offy, offx,
-                            mapz, mapy, mapx, qlo, slab[c * plane: (c + 1) * plane])
+        for zz in range(zs):
+            iz = _lookup(mapz, qlo[0], z0 + zz)
+            for yy in range(ys):
+                iy = idx[yy]
+                d = c * plane + (zz * ys + yy) * xs
+                if iz < 0 or iy < 0 or iz >= iz_size:
+                    for i in range(xs):
+                        slab[d + i] = zero
+                    continue
+                row = src[n, c0 + c, iz, iy]
+                for xx in range(xa):
+                    ix = idx[ys + xx]
+                    slab[d + xx] = row[ix] if ix >= 0 else zero
+                seg = slab[d + xa: d + xb]
+                part = row[x0 + xa: x0 + xb]
+                for i in range(nint):
+                    seg[i] = part[i]
+                for xx in range(xb, xs):
+                    ix = idx[ys + xx]
+                    slab[d + xx] = row[ix] if ix >= 0 else zero
     return ys, xs
 
 
@@ -543,12 +583,13 @@ def gather_direct(src, wpk, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, ma
         ld = max(plane, cols) + slack
         acc = np.empty(max(od, 6) * ld, src.dtype)
         uoff = np.empty(nunit, np.int64)
+        idx = np.empty(ys_max + xs_max, np.int64)
         for task in range(th, ntask, nth):
             n, g, mz, my0, my1, mx0, mx1 = _tile_bounds(
                 task, ng, m[0], nyb, nxb, m[1], m[2], rows, cols)
             if step == 1:
                 ys, xs = _fill_planes(src, n, g * cs, cs, mz, my0, my1, mx0, mx1, ss, offz,
-                                      offy, offx, mapz, mapy, mapx, qlo, slab, plane)
+                                      offy, offx, mapz, mapy, mapx, qlo, slab, plane, idx)
             else:
                 ys, xs = _fill_split_planes(src, n, g * cs, cs, mz, my0, my1, mx0, mx1, ss,
                                             offz, offy, offx, mapz, mapy, mapx, qlo, step,
@@ -622,11 +663,12 @@ def weight_grad_direct(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, qlo
     for th in prange(nth):
         slab = np.empty(plane * cs, src.dtype)
         gflat = np.empty(max(plane, rows * cols), src.dtype)
+        idx = np.empty(plane, np.int64)
         for task in range(th, ntask, nth):
             n, g, mz, my0, my1, mx0, mx1 = _tile_bounds(
                 task, ng, m[0], nyb, nxb, m[1], m[2], rows, cols)
             ys, xs = _fill_planes(src, n, g * cs, cs, mz, my0, my1, mx0, mx1, ss, offz, offy,
-                                  offx, mapz, mapy, mapx, qlo, slab, plane)
+                                  offx, mapz, mapy, mapx, qlo, slab, plane, idx)
             ncols = mx1 - mx0
             nrows = my1 - my0
             for o in range(od):
@@ -674,6 +716,112 @@ def weight_grad_direct(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, qlo
     return partial
 
 
+_OK6, _OK5, _OK4, _OK3, _OK2, _OK1 = (make_outer(mu, 2) for mu in (6, 5, 4, 3, 2, 1))
+
+
+@njit(inline="always")
+def _outer_block(mu, out, ld, slab, uoff, u0, g, goff, ldg, npos):
+    """:func:`make_outer`'s block for ``mu <= 6`` units x 2 vectors of channels."""
+    if mu == 6:
+        _OK6(out, ld, slab, uoff, u0, g, goff, ldg, npos)
+    elif mu == 5:
+        _OK5(out, ld, slab, uoff, u0, g, goff, ldg, npos)
+    elif mu == 4:
+        _OK4(out, ld, slab, uoff, u0, g, goff, ldg, npos)
+    elif mu == 3:
+        _OK3(out, ld, slab, uoff, u0, g, goff, ldg, npos)
+    elif mu == 2:
+        _OK2(out, ld, slab, uoff, u0, g, goff, ldg, npos)
+    else:
+        _OK1(out, ld, slab, uoff, u0, g, goff, ldg, npos)
+
+
+@njit(parallel=True, **JIT)
+def weight_grad_blocked(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, qlo, rows,
+                        cols, ng, odp, nthreads):
+    """:func:`weight_grad` without patches, for many destination channels: per-thread
+    partials (nthreads, G, nunit, odp) of ``sum gout[n, g*od + o, m] * slab run of unit u``
+    (units channel-major, then taps, as in :func:`gather_direct`; ``odp``: od rounded up
+    to the register block's 2 vectors, the extra columns zero).
+
+    Per tile the output gradient is laid out positions-major (``gt[p, o]``, zero in the
+    gap columns between merged rows) and blocks of up to 6 units x 2 vectors of channels
+    accumulate in registers over all the tile's positions (see
+    :func:`gridconv._cpu.micro.make_outer`). Strided rows use phase-split slab rows as in
+    :func:`gather_direct`.
+    """
+    nsamp = src.shape[0]
+    cs = src.shape[1] // ng
+    od = gout.shape[1] // ng
+    nyb, nxb, ntask, nth = _task_grid(nsamp, ng, m, rows, cols, nthreads)
+    tz, ty, tx = offz.shape[0], offy.shape[0], offx.shape[0]
+    step = ss[2]
+    zs = offz[tz - 1] - offz[0] + 1
+    ys_max = ss[1] * (rows - 1) + offy[ty - 1] - offy[0] + 1
+    xs_max = ss[2] * (cols - 1) + offx[tx - 1] - offx[0] + 1
+    plane = zs * ys_max * step * _split_extent(xs_max, step)
+    nunit = cs * tz * ty * tx
+    lanes = 32 // src.itemsize
+    merge = step == 1 and ss[1] == 1
+    zero = src.dtype.type(0)
+    partial = np.zeros((nth, ng, nunit, odp), src.dtype)
+    nblk = (nunit + 5) // 6
+    for th in prange(nth):
+        slab = np.zeros(plane * cs + _MAX_NV * lanes, src.dtype)
+        row = np.empty(zs * ys_max * xs_max, src.dtype)
+        idx = np.empty(ys_max + xs_max, np.int64)
+        uoff = np.empty(nunit, np.int64)
+        # zeroed once: the padded channel columns stay zero
+        gt = np.zeros(max(plane, cols) * odp, src.dtype)
+        for task in range(th, ntask, nth):
+            n, g, mz, my0, my1, mx0, mx1 = _tile_bounds(
+                task, ng, m[0], nyb, nxb, m[1], m[2], rows, cols)
+            if step == 1:
+                ys, xs = _fill_planes(src, n, g * cs, cs, mz, my0, my1, mx0, mx1, ss, offz,
+                                      offy, offx, mapz, mapy, mapx, qlo, slab, plane, idx)
+            else:
+                ys, xs = _fill_split_planes(src, n, g * cs, cs, mz, my0, my1, mx0, mx1, ss,
+                                            offz, offy, offx, mapz, mapy, mapx, qlo, step,
+                                            slab, plane, row)
+            xq = _split_extent(xs, step)
+            rlen = step * xq
+            ncols = mx1 - mx0
+            nrows = my1 - my0
+            part = partial[th, g].reshape(nunit * odp)
+            ngroups = 1 if merge else nrows
+            for grp in range(ngroups):
+                yr = 0 if merge else grp
+                nr = nrows if merge else 1
+                span = (nr - 1) * rlen + ncols
+                for q in range(nr):
+                    # positions-major output gradient; the gap columns read slab halo
+                    # values, so their rows are zero
+                    for o in range(od):
+                        grow = gout[n, g * od + o, mz, my0 + yr + q]
+                        for i in range(ncols):
+                            gt[(q * rlen + i) * odp + o] = grow[mx0 + i]
+                    if q < nr - 1:
+                        for i in range((q * rlen + ncols) * odp, (q + 1) * rlen * odp):
+                            gt[i] = zero
+                u = 0
+                for c in range(cs):
+                    for a in range(tz):
+                        for bb in range(ty):
+                            yy = (offz[a] - offz[0]) * ys + yr * ss[1] + offy[bb] - offy[0]
+                            for e in range(tx):
+                                xrel = offx[e] - offx[0]
+                                uoff[u] = (c * plane + (yy * step + xrel % step) * xq
+                                           + xrel // step)
+                                u += 1
+                # the units' runs stay in L1 while every block of channels reads them
+                for blk in range(nblk):
+                    u0, mu = _channel_block(blk, nblk, nunit)
+                    for o0 in range(0, odp, 2 * lanes):
+                        _outer_block(mu, part[u0 * odp + o0:], odp, slab, uoff, u0, gt, o0,
+                                     odp, span)
+    return partial
+
+
 @njit(parallel=True, **JIT)
 def bias_grad(gout):
     """``db[o] = sum over n and positions of gout[n, o]`` (gout 3-D: (N, O, P))."""
@@ -706,3 +854,26 @@ def pad_adjoint(gpad, out, mapz, mapy, mapx):
                 drow = dst[mapz[a], mapy[b]]
                 for e in range(src.shape[2]):
                     drow[mapx[e]] += row[e]
+
+
+@njit(parallel=True, **JIT)
+def interleave_phases(tmp, dst, pz, py, px):
+    """``dst[n, c, pz*z + a, py*y + b, px*x + e] = tmp[n, (c*pz + a)*py*px + b*px + e, z,
+    y, x]``: the phases of disjoint kernel taps (a transposed convolution whose kernel
+    equals its stride) written to their interleaved places. One (sample, channel) plane
+    per iteration."""
+    nsamp, nch = dst.shape[0], dst.shape[1]
+    zs, ys, xs = tmp.shape[2], tmp.shape[3], tmp.shape[4]
+    for t in prange(nsamp * nch):
+        n = t // nch
+        c = t - n * nch
+        for a in range(pz):
+            for b in range(py):
+                for e in range(px):
+                    src = tmp[n, (c * pz + a) * py * px + b * px + e]
+                    for z in range(zs):
+                        for y in range(ys):
+                            srow = src[z, y]
+                            drow = dst[n, c, pz * z + a, py * y + b]
+                            for x in range(xs):
+                                drow[px * x + e] = srow[x]

@@ -119,3 +119,74 @@ def make_micro(mr: int, nv: int):
         return sig, codegen
 
     return micro
+
+
+def make_outer(mu: int, nv: int):
+    """An intrinsic ``outer(out, ld, slab, uoff, u0, g, goff, ldg, npos)`` for the weight
+    gradient, the transposed product of :func:`make_micro`'s:
+
+        out[j*ld + o] += sum_{p < npos} slab[uoff[u0 + j] + p] * g[goff + p*ldg + o]
+
+    for ``j < mu`` units and ``o < nv*lanes`` destination channels: ``g`` is the output
+    gradient laid out positions-major (a row of channels per position), the slab runs
+    are broadcast one position at a time, and the ``mu x nv`` accumulators hold whole
+    channel vectors, so no horizontal sums are needed however long the reduction."""
+
+    @intrinsic
+    def outer(typingctx, out, ld, slab, uoff, u0, g, goff, ldg, npos):
+        sig = types.void(out, ld, slab, uoff, u0, g, goff, ldg, npos)
+
+        def codegen(context, builder, signature, args):
+            out_v, ld_v, slab_v, uoff_v, u0_v, g_v, goff_v, ldg_v, npos_v = args
+            aty = signature.args[0]
+            fty = context.get_value_type(aty.dtype)
+            lanes = _lanes(aty.dtype)
+            vty = ir.VectorType(fty, lanes)
+            vptr = vty.as_pointer()
+            align = 4 if aty.dtype == types.float32 else 8
+            i32 = ir.IntType(32)
+            i64 = ir.IntType(64)
+            outp = context.make_array(aty)(context, builder, out_v).data
+            slabp = context.make_array(signature.args[2])(context, builder, slab_v).data
+            uoffp = context.make_array(signature.args[3])(context, builder, uoff_v).data
+            gp = context.make_array(signature.args[5])(context, builder, g_v).data
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vty, [vty, vty, vty]),
+                f"llvm.fma.v{lanes}{'f32' if aty.dtype == types.float32 else 'f64'}")
+            bmask = ir.Constant(ir.VectorType(i32, lanes), [ir.Constant(i32, 0)] * lanes)
+            runs = [builder.gep(slabp, [builder.load(builder.gep(
+                uoffp, [builder.add(u0_v, ir.Constant(i64, j))]))]) for j in range(mu)]
+            slots = [[cgutils.alloca_once(builder, vty) for _ in range(nv)]
+                     for _ in range(mu)]
+
+            def out_ptr(j, v):
+                row = builder.gep(outp, [builder.mul(ld_v, ir.Constant(i64, j))])
+                return builder.bitcast(builder.gep(row, [ir.Constant(i64, v * lanes)]), vptr)
+
+            for j in range(mu):
+                for v in range(nv):
+                    builder.store(builder.load(out_ptr(j, v), align=align), slots[j][v])
+            grow0 = builder.gep(gp, [goff_v])
+            with cgutils.for_range(builder, npos_v) as loop:
+                p = loop.index
+                grow = builder.gep(grow0, [builder.mul(p, ldg_v)])
+                gs = [builder.load(builder.bitcast(builder.gep(
+                    grow, [ir.Constant(i64, v * lanes)]), vptr), align=align)
+                    for v in range(nv)]
+                for j in range(mu):
+                    xs = builder.load(builder.gep(runs[j], [p]))
+                    xb = builder.shuffle_vector(
+                        builder.insert_element(ir.Constant(vty, ir.Undefined), xs,
+                                               ir.Constant(i32, 0)),
+                        ir.Constant(vty, ir.Undefined), bmask)
+                    for v in range(nv):
+                        s = slots[j][v]
+                        builder.store(builder.call(fma, [xb, gs[v], builder.load(s)]), s)
+            for j in range(mu):
+                for v in range(nv):
+                    builder.store(builder.load(slots[j][v]), out_ptr(j, v), align=align)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return outer

@@ -1,0 +1,109 @@
+"""Each route of the CPU engine (gridconv._cpu.driver) against the plain-NumPy reference.
+
+The property tests in test_conv.py draw small problems; the engine picks its kernels by
+shape (register blocks of up to 6 channels, reduction chunks of 128 units, long strided
+rows on phase-split slabs, the blocked weight gradient from 8 channels, the one-pass
+transposed convolution when kernel == stride). These cases are sized to reach each of
+them, and check with a spy that the intended kernel ran.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gridconv as gc
+from gridconv import reference as ref
+from gridconv._cpu import gather as kernels
+
+
+def rel_err(a, b):
+    return np.abs(np.asarray(a, np.float64) - b).max() / max(np.abs(b).max(), 1e-30)
+
+
+def tol(dtype):
+    return 3e-5 if dtype == np.float32 else 1e-12
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """Names of the engine kernels called while the test runs."""
+    called = set()
+    for name in ("gather", "gather_direct", "weight_grad", "weight_grad_direct",
+                 "weight_grad_blocked", "interleave_phases"):
+        fn = getattr(kernels, name)
+
+        def wrapper(*args, _fn=fn, _name=name):
+            called.add(_name)
+            return _fn(*args)
+
+        monkeypatch.setattr(kernels, name, wrapper)
+    return called
+
+
+# (x shape, weight shape, params, kernels that must run for forward + backward)
+CASES = [
+    # 13 channels: blocks 5+4+4; 16 x 9 = 144 units: two reduction chunks
+    ((2, 16, 9, 21), (13, 16, 3, 3), dict(padding=1), {"gather_direct",
+                                                       "weight_grad_blocked"}),
+    # x-stride 2 on rows of 50 outputs: phase-split slab rows, not merged
+    ((2, 5, 100), (32, 5, 3), dict(stride=2, padding=1), {"gather_direct",
+                                                          "weight_grad_blocked"}),
+    # 3-D, reflect padding, dilation 2 along x, groups of 10 output channels
+    ((1, 4, 4, 5, 40), (20, 2, 3, 3, 3),
+     dict(padding=2, dilation=(1, 1, 2), groups=2, padding_mode="reflect"),
+     {"gather_direct", "weight_grad_blocked"}),
+    # short strided rows (8 outputs): the patch path
+    ((2, 6, 16, 16), (12, 6, 3, 3), dict(stride=2, padding=1), {"gather"}),
+    # 7 channels in one block, 200 units in one chunk of 128 and one of 72
+    ((1, 8, 30), (7, 8, 25), dict(padding="same"), {"gather_direct"}),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("xs, ws, kw, routes", CASES)
+def test_engine_routes_match_reference(xs, ws, kw, routes, dtype, spy):
+    rng = np.random.default_rng(sum(xs) + sum(ws))
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    y = gc.conv(x, w, b, **kw)
+    x64, w64, b64 = (a.astype(np.float64) for a in (x, w, b))
+    expected = ref.conv(x64, w64, b64, **kw)
+    assert y.dtype == dtype and rel_err(y, expected) < tol(dtype)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    grads = gc.conv_backward(g, x, w, b, **kw)
+    for got, want in zip(grads, ref.conv_backward(g.astype(np.float64), x64, w64, b64, **kw),
+                         strict=True):
+        assert got.dtype == dtype and rel_err(got, want) < tol(dtype)
+    assert routes <= spy, f"expected {routes}, ran {spy}"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("xs, ws, kw", [
+    ((2, 6, 7), (6, 5, 3), dict(stride=3)),
+    ((2, 4, 5, 6), (4, 3, 2, 3), dict(stride=(2, 3), groups=2)),
+    ((1, 3, 3, 4, 5), (3, 8, 2, 2, 2), dict(stride=2)),
+])
+def test_transposed_kernel_equal_to_stride_runs_in_one_pass(xs, ws, kw, dtype, spy):
+    """Disjoint taps: one 1x1 gather to all phases, then their interleaving."""
+    rng = np.random.default_rng(len(xs))
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[1] * kw.get("groups", 1)).astype(dtype)
+    y = gc.conv_transpose(x, w, b, **kw)
+    expected = ref.conv_transpose(x.astype(np.float64), w.astype(np.float64),
+                                  b.astype(np.float64), **kw)
+    assert y.dtype == dtype and y.shape == expected.shape
+    assert rel_err(y, expected) < tol(dtype)
+    assert "interleave_phases" in spy
+
+
+def test_transposed_with_output_padding_takes_the_phase_path(spy):
+    """kernel == stride but an extra output row: not every position has its tap."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 2, 5, 5))
+    w = rng.standard_normal((2, 3, 2, 2))
+    kw = dict(stride=2, output_padding=1)
+    assert rel_err(gc.conv_transpose(x, w, **kw), ref.conv_transpose(x, w, **kw)) < 1e-12
+    assert "interleave_phases" not in spy
