@@ -454,27 +454,55 @@ def _split_extent(xs, step):
 
 @njit(**JIT)
 def _fill_split_planes(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, offx, mapz,
-                       mapy, mapx, qlo, step, slab, plane, row):
+                       mapy, mapx, qlo, step, slab, plane, idx):
     """Planar slabs whose rows are split into ``step`` phases: element ``x`` of a row goes
     to phase ``x % step`` at ``x // step``, so that outputs ``step`` apart in x (a stride,
-    or the positions of one kernel stack) read consecutive elements. Returns (ys, xs)."""
-    ys = xs = 0
+    or the positions of one kernel stack) read consecutive elements. Lookups as in
+    :func:`_fill_planes` (``idx`` at least ``ys + xs`` long). Returns (ys, xs)."""
     zero = src.dtype.type(0)
+    iz_size, iy_size, ix_size = src.shape[2], src.shape[3], src.shape[4]
+    z0 = ss[0] * mz + offz[0]
+    y0 = ss[1] * my0 + offy[0]
+    x0 = ss[2] * mx0 + offx[0]
+    zs = offz[offz.shape[0] - 1] - offz[0] + 1
+    ys = ss[1] * (my1 - 1 - my0) + offy[offy.shape[0] - 1] - offy[0] + 1
+    xs = ss[2] * (mx1 - 1 - mx0) + offx[offx.shape[0] - 1] - offx[0] + 1
+    xq = _split_extent(xs, step)
+    xa = min(max(0, -x0), xs)
+    xb = max(xa, min(xs, ix_size - x0))
+    for yy in range(ys):
+        iy = _lookup(mapy, qlo[1], y0 + yy)
+        idx[yy] = iy if iy < iy_size else -1
+    for xx in range(xs):
+        idx[ys + xx] = _lookup(mapx, qlo[2], x0 + xx)
     for c in range(cs):
-        ys, xs = _fill_slab(src, n, c0 + c, 1, mz, my0, my1, mx0, mx1, ss, offz, offy, offx,
-                            mapz, mapy, mapx, qlo, row)
-        xq = _split_extent(xs, step)
-        nrow = (offz[offz.shape[0] - 1] - offz[0] + 1) * ys
-        pl = slab[c * plane: (c + 1) * plane]
-        for r in range(nrow):
-            seg = row[r * xs: (r + 1) * xs]
-            for q in range(step):
-                dst = pl[(r * step + q) * xq: (r * step + q + 1) * xq]
-                cnt = (xs - q + step - 1) // step
-                for j in range(cnt):
-                    dst[j] = seg[q + step * j]
-                for j in range(cnt, xq):
-                    dst[j] = zero
+        for zz in range(zs):
+            iz = _lookup(mapz, qlo[0], z0 + zz)
+            for yy in range(ys):
+                iy = idx[yy]
+                d = c * plane + (zz * ys + yy) * step * xq
+                if iz < 0 or iy < 0 or iz >= iz_size:
+                    for i in range(step * xq):
+                        slab[d + i] = zero
+                    continue
+                row = src[n, c0 + c, iz, iy]
+                for q in range(step):
+                    dst = slab[d + q * xq: d + (q + 1) * xq]
+                    cnt = (xs - q + step - 1) // step
+                    # phase elements j with x = q + step*j inside [xa, xb): a plain
+                    # strided copy; the map only at the edges
+                    ja = min(cnt, max(0, (xa - q + step - 1) // step))
+                    jb = max(ja, min(cnt, (xb - q + step - 1) // step))
+                    for j in range(ja):
+                        ix = idx[ys + q + step * j]
+                        dst[j] = row[ix] if ix >= 0 else zero
+                    for j in range(ja, jb):
+                        dst[j] = row[x0 + q + step * j]
+                    for j in range(jb, cnt):
+                        ix = idx[ys + q + step * j]
+                        dst[j] = row[ix] if ix >= 0 else zero
+                    for j in range(cnt, xq):
+                        dst[j] = zero
     return ys, xs
 
 
@@ -483,6 +511,8 @@ def _fill_split_planes(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, o
 _MK6, _MK5, _MK4, _MK3, _MK2, _MK1 = (
     make_micro(mr, nv) for mr, nv in ((6, 2), (5, 2), (4, 3), (3, 4), (2, 6), (1, 8)))
 _NK4, _NK3, _NK2, _NK1 = (make_micro(mr, 2) for mr in (4, 3, 2, 1))
+# The widest block reads this many vectors past a run's start: slabs keep that slack.
+_MAX_NV = 8
 
 
 @njit(inline="always")
@@ -495,46 +525,46 @@ def _channel_block(blk, nblk, od):
 
 
 @njit(inline="always")
-def _block_narrow(mr, acc, ld, slab, p, uoff, w, woff, nunit):
-    """One block of ``mr`` channels x 2 vectors at position ``p`` (any ``mr <= 6``)."""
+def _block_narrow(mr, acc, ld, slab, base, uoff, w, woff, nunit):
+    """One block of ``mr`` channels x 2 vectors (any ``mr <= 6``): ``acc[r*ld + j] +=
+    sum_u w[woff + u*mr + r] * slab[base + uoff[u] + j]``."""
     if mr == 6:
-        _MK6(acc[p:], ld, slab, p, uoff, w, woff, nunit)
+        _MK6(acc, ld, slab, base, uoff, w, woff, nunit)
     elif mr == 5:
-        _MK5(acc[p:], ld, slab, p, uoff, w, woff, nunit)
+        _MK5(acc, ld, slab, base, uoff, w, woff, nunit)
     elif mr == 4:
-        _NK4(acc[p:], ld, slab, p, uoff, w, woff, nunit)
+        _NK4(acc, ld, slab, base, uoff, w, woff, nunit)
     elif mr == 3:
-        _NK3(acc[p:], ld, slab, p, uoff, w, woff, nunit)
+        _NK3(acc, ld, slab, base, uoff, w, woff, nunit)
     elif mr == 2:
-        _NK2(acc[p:], ld, slab, p, uoff, w, woff, nunit)
+        _NK2(acc, ld, slab, base, uoff, w, woff, nunit)
     else:
-        _NK1(acc[p:], ld, slab, p, uoff, w, woff, nunit)
-# The widest block reads this many vectors past a run's start: slabs keep that slack.
-_MAX_NV = 8
+        _NK1(acc, ld, slab, base, uoff, w, woff, nunit)
 
 
 @njit(inline="always")
-def _block_rows(mr, acc, ld, slab, uoff, w, woff, nunit, span, lanes):
-    """``acc[r*ld + p] = sum_u w[woff + u*mr + r] * slab[uoff[u] + p]`` for ``r < mr`` and
-    ``p < span`` (rounded up to the block's width), one register block at a time."""
+def _block_rows(mr, acc, ld, slab, roff, uoff, w, woff, nunit, span, lanes):
+    """``acc[r*ld + p] += sum_u w[woff + u*mr + r] * slab[roff + uoff[u] + p]`` for
+    ``r < mr`` and ``p < span`` (rounded up to the block's width), with the widest block
+    that ``mr`` channels allow."""
     if mr == 6:
         for p in range(0, span, 2 * lanes):
-            _MK6(acc[p:], ld, slab, p, uoff, w, woff, nunit)
+            _MK6(acc[p:], ld, slab, roff + p, uoff, w, woff, nunit)
     elif mr == 5:
         for p in range(0, span, 2 * lanes):
-            _MK5(acc[p:], ld, slab, p, uoff, w, woff, nunit)
+            _MK5(acc[p:], ld, slab, roff + p, uoff, w, woff, nunit)
     elif mr == 4:
         for p in range(0, span, 3 * lanes):
-            _MK4(acc[p:], ld, slab, p, uoff, w, woff, nunit)
+            _MK4(acc[p:], ld, slab, roff + p, uoff, w, woff, nunit)
     elif mr == 3:
         for p in range(0, span, 4 * lanes):
-            _MK3(acc[p:], ld, slab, p, uoff, w, woff, nunit)
+            _MK3(acc[p:], ld, slab, roff + p, uoff, w, woff, nunit)
     elif mr == 2:
         for p in range(0, span, 6 * lanes):
-            _MK2(acc[p:], ld, slab, p, uoff, w, woff, nunit)
+            _MK2(acc[p:], ld, slab, roff + p, uoff, w, woff, nunit)
     else:
         for p in range(0, span, 8 * lanes):
-            _MK1(acc[p:], ld, slab, p, uoff, w, woff, nunit)
+            _MK1(acc[p:], ld, slab, roff + p, uoff, w, woff, nunit)
 
 
 @njit(parallel=True, **JIT)
@@ -579,7 +609,6 @@ def gather_direct(src, wpk, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, ma
     for th in prange(nth):
         # zeroed once: the blocks read up to ``slack`` past the last plane
         slab = np.zeros(plane * cs + slack, src.dtype)
-        row = np.empty(zs * ys_max * xs_max, src.dtype)
         ld = max(plane, cols) + slack
         acc = np.empty(max(od, 6) * ld, src.dtype)
         uoff = np.empty(nunit, np.int64)
@@ -593,7 +622,7 @@ def gather_direct(src, wpk, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, ma
             else:
                 ys, xs = _fill_split_planes(src, n, g * cs, cs, mz, my0, my1, mx0, mx1, ss,
                                             offz, offy, offx, mapz, mapy, mapx, qlo, step,
-                                            slab, plane, row)
+                                            slab, plane, idx)
             xq = _split_extent(xs, step)
             rlen = step * xq  # slab elements per source row
             ncols = mx1 - mx0
@@ -602,30 +631,38 @@ def gather_direct(src, wpk, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, ma
                 xr0, nx = _subgrid(mx0, ncols, t[2], sx)
                 if nx == 0:
                     continue
+                # the units' slab offsets for the tile's first row; row yr reads
+                # yr*ss[1] source rows further
+                u = 0
+                for c in range(cs):
+                    for a in range(tz):
+                        for bb in range(ty):
+                            yy = (offz[a] - offz[0]) * ys + offy[bb] - offy[0]
+                            for e in range(tx):
+                                xrel = ss[2] * xr0 + offx[e] - offx[0]
+                                uoff[u] = (c * plane + (yy * step + xrel % step) * xq
+                                           + xrel // step)
+                                u += 1
+                # Accumulator row yr sits at yr*rlen, as the merged span lays it out,
+                # so each channel's tile is stored in one pass. A block's overshoot past
+                # a row lands in the next row's part before that is initialised.
                 ngroups = 1 if merge else nrows
                 for grp in range(ngroups):
                     yr = 0 if merge else grp
                     nr = nrows if merge else 1
                     span = (nr - 1) * rlen + nx
+                    roff = yr * ss[1] * rlen
+                    aoff = yr * rlen
                     stack = ((mz % t[0]) * t[1] + (my0 + yr) % t[1]) * t[2] + sx
-                    u = 0
-                    for c in range(cs):
-                        for a in range(tz):
-                            for bb in range(ty):
-                                yy = (offz[a] - offz[0]) * ys + yr * ss[1] + offy[bb] - offy[0]
-                                for e in range(tx):
-                                    xrel = ss[2] * xr0 + offx[e] - offx[0]
-                                    uoff[u] = (c * plane + (yy * step + xrel % step) * xq
-                                               + xrel // step)
-                                    u += 1
                     wg = wpk[stack, g]
                     for o in range(od):
                         b = bias[g * od + o] if has_bias else zero
-                        arow = acc[o * ld: o * ld + span + slack]
+                        arow = acc[o * ld + aoff: o * ld + aoff + span + slack]
                         for i in range(span + slack):
                             arow[i] = b
                     if od <= 6:
-                        _block_rows(od, acc, ld, slab, uoff, wg, 0, nunit, span, lanes)
+                        _block_rows(od, acc[aoff:], ld, slab, roff, uoff, wg, 0, nunit, span,
+                                    lanes)
                     else:
                         # Chunks of the reduction: the slab runs of a chunk for a few
                         # positions stay in L1 while every block of channels reads them.
@@ -635,13 +672,13 @@ def gather_direct(src, wpk, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, ma
                             for p in range(0, span, 2 * lanes):
                                 for blk in range(nblk):
                                     o0, mr = _channel_block(blk, nblk, od)
-                                    _block_narrow(mr, acc[o0 * ld:], ld, slab, p, uo, wg,
-                                                  o0 * nunit + u0 * mr, ku)
-                    for o in range(od):
-                        _store_tile(dst[n, g * od + o, d0[0] + ds[0] * mz],
-                                    acc[o * ld: o * ld + span], rlen, zero, nr, nx,
-                                    d0[1] + ds[1] * (my0 + yr), ds[1],
-                                    d0[2] + ds[2] * (mx0 + xr0), ds[2] * t[2])
+                                    _block_narrow(mr, acc[o0 * ld + aoff + p:], ld, slab,
+                                                  roff + p, uo, wg, o0 * nunit + u0 * mr, ku)
+                for o in range(od):
+                    _store_tile(dst[n, g * od + o, d0[0] + ds[0] * mz],
+                                acc[o * ld: o * ld + (nrows - 1) * rlen + nx], rlen, zero,
+                                nrows, nx, d0[1] + ds[1] * my0, ds[1],
+                                d0[2] + ds[2] * (mx0 + xr0), ds[2] * t[2])
 
 
 @njit(parallel=True, **JIT)
@@ -768,7 +805,6 @@ def weight_grad_blocked(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, ql
     nblk = (nunit + 5) // 6
     for th in prange(nth):
         slab = np.zeros(plane * cs + _MAX_NV * lanes, src.dtype)
-        row = np.empty(zs * ys_max * xs_max, src.dtype)
         idx = np.empty(ys_max + xs_max, np.int64)
         uoff = np.empty(nunit, np.int64)
         # zeroed once: the padded channel columns stay zero
@@ -782,7 +818,7 @@ def weight_grad_blocked(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, ql
             else:
                 ys, xs = _fill_split_planes(src, n, g * cs, cs, mz, my0, my1, mx0, mx1, ss,
                                             offz, offy, offx, mapz, mapy, mapx, qlo, step,
-                                            slab, plane, row)
+                                            slab, plane, idx)
             xq = _split_extent(xs, step)
             rlen = step * xq
             ncols = mx1 - mx0
