@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .micro import make_micro, make_outer
+from .micro import copy_run, make_micro, make_outer
 
 # fastmath without 'nnan'/'ninf': reductions vectorise, NaNs still propagate.
 FASTMATH = {"reassoc", "contract", "arcp", "nsz", "afn"}
@@ -265,16 +265,15 @@ def _store_tile(plane, res, rstride, b, nrows, ncols, y0, ystep, x0, xstep):
     """Write a tile's rows (``res``, row stride ``rstride``) plus ``b`` into a destination
     plane at rows ``y0 + ystep*a`` and columns ``x0 + xstep*i`` (the positions of one
     stride phase or kernel stack, or all of them)."""
+    flat = plane.reshape(plane.size)  # C-contiguous: a view
+    width = plane.shape[1]
     for yr in range(nrows):
-        seg = res[yr * rstride: yr * rstride + ncols]
-        drow = plane[y0 + ystep * yr]
+        d = (y0 + ystep * yr) * width + x0
         if xstep == 1:
-            dseg = drow[x0: x0 + ncols]
-            for i in range(ncols):
-                dseg[i] = seg[i] + b
+            copy_run(flat, d, res, yr * rstride, ncols, b)
         else:
             for i in range(ncols):
-                drow[x0 + xstep * i] = seg[i] + b
+                flat[d + xstep * i] = res[yr * rstride + i] + b
 
 
 @njit(inline="always")
@@ -422,6 +421,7 @@ def _fill_planes(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, offx, m
     for xx in range(xb, xs):
         idx[ys + xx] = _lookup(mapx, qlo[2], x0 + xx)
     nint = xb - xa
+    flat = src.reshape(src.size)  # C-contiguous: a view
     for c in range(cs):
         for zz in range(zs):
             iz = _lookup(mapz, qlo[0], z0 + zz)
@@ -432,17 +432,14 @@ def _fill_planes(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, offx, m
                     for i in range(xs):
                         slab[d + i] = zero
                     continue
-                row = src[n, c0 + c, iz, iy]
+                r = (((n * src.shape[1] + c0 + c) * iz_size + iz) * iy_size + iy) * ix_size
                 for xx in range(xa):
                     ix = idx[ys + xx]
-                    slab[d + xx] = row[ix] if ix >= 0 else zero
-                seg = slab[d + xa: d + xb]
-                part = row[x0 + xa: x0 + xb]
-                for i in range(nint):
-                    seg[i] = part[i]
+                    slab[d + xx] = flat[r + ix] if ix >= 0 else zero
+                copy_run(slab, d + xa, flat, r + x0 + xa, nint, zero)
                 for xx in range(xb, xs):
                     ix = idx[ys + xx]
-                    slab[d + xx] = row[ix] if ix >= 0 else zero
+                    slab[d + xx] = flat[r + ix] if ix >= 0 else zero
     return ys, xs
 
 

@@ -190,3 +190,43 @@ def make_outer(mu: int, nv: int):
         return sig, codegen
 
     return outer
+
+
+@intrinsic
+def copy_run(typingctx, dst, doff, src, soff, n, b):
+    """``dst[doff + i] = src[soff + i] + b`` for ``i < n``: vectors of ``lanes`` then a
+    scalar tail, without the aliasing checks and loop set-up that Numba's own loop pays
+    on every call (rows here are short, so that set-up is most of the cost)."""
+    sig = types.void(dst, doff, src, soff, n, b)
+
+    def codegen(context, builder, signature, args):
+        dst_v, doff_v, src_v, soff_v, n_v, b_v = args
+        aty = signature.args[0]
+        fty = context.get_value_type(aty.dtype)
+        lanes = _lanes(aty.dtype)
+        vty = ir.VectorType(fty, lanes)
+        vptr = vty.as_pointer()
+        align = 4 if aty.dtype == types.float32 else 8
+        i32 = ir.IntType(32)
+        i64 = ir.IntType(64)
+        dp = builder.gep(context.make_array(aty)(context, builder, dst_v).data, [doff_v])
+        sp = builder.gep(context.make_array(signature.args[2])(context, builder, src_v).data,
+                         [soff_v])
+        bmask = ir.Constant(ir.VectorType(i32, lanes), [ir.Constant(i32, 0)] * lanes)
+        bv = builder.shuffle_vector(
+            builder.insert_element(ir.Constant(vty, ir.Undefined), b_v, ir.Constant(i32, 0)),
+            ir.Constant(vty, ir.Undefined), bmask)
+        nvec = builder.sdiv(n_v, ir.Constant(i64, lanes))
+        with cgutils.for_range(builder, nvec) as loop:
+            i = builder.mul(loop.index, ir.Constant(i64, lanes))
+            v = builder.load(builder.bitcast(builder.gep(sp, [i]), vptr), align=align)
+            builder.store(builder.fadd(v, bv), builder.bitcast(builder.gep(dp, [i]), vptr),
+                          align=align)
+        done = builder.mul(nvec, ir.Constant(i64, lanes))
+        with cgutils.for_range(builder, builder.sub(n_v, done)) as loop:
+            i = builder.add(done, loop.index)
+            builder.store(builder.fadd(builder.load(builder.gep(sp, [i])), b_v),
+                          builder.gep(dp, [i]))
+        return context.get_dummy_value()
+
+    return sig, codegen
