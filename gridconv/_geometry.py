@@ -19,6 +19,7 @@ The tables are plain NumPy arrays, independent of the device that consumes them.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,6 +59,9 @@ def index_map(size: int, lo: int, hi: int, mode: str) -> np.ndarray:
     return np.pad(idx, (lo, hi), mode=_NP_MODE[mode])
 
 
+# Tables are built per call from a handful of ints and never written to, so they are
+# cached: building them (np.pad for the index map) cost a third of a small conv's time.
+@functools.lru_cache(maxsize=1024)
 def forward_axis(size, out, k, s, r, lo, hi, mode, *, flip_taps: bool = False) -> Axis:
     """Axis of a forward conv: ``out`` positions over a source of ``size``."""
     ks = np.arange(k, dtype=np.int64)
@@ -69,6 +73,11 @@ def forward_axis(size, out, k, s, r, lo, hi, mode, *, flip_taps: bool = False) -
 def phase_axes(size, src_size, k, s, r, lo) -> list[Axis]:
     """The ``s`` phase axes of the input gradient (``size`` = conv input size,
     ``src_size`` = conv output size), each with its own taps; empty phases included."""
+    return list(_phase_axes(size, src_size, k, s, r, lo))
+
+
+@functools.lru_cache(maxsize=1024)
+def _phase_axes(size, src_size, k, s, r, lo) -> tuple[Axis, ...]:
     axes = []
     for i0 in range(s):
         m = max(0, -(-(size - i0) // s))
@@ -84,9 +93,10 @@ def phase_axes(size, src_size, k, s, r, lo) -> list[Axis]:
         q = np.arange(qlo, qhi + 1, dtype=np.int64)
         amap = np.where((q >= 0) & (q < src_size), q, -1)
         axes.append(Axis(m=m, d0=i0, ds=s, ss=1, off=off, kidx=kidx, qlo=qlo, map=amap))
-    return axes
+    return tuple(axes)
 
 
+@functools.lru_cache(maxsize=1)
 def unit_axis() -> Axis:
     """A spatial axis of size 1 (how 1-D and 2-D problems become 3-D ones)."""
     zero = np.zeros(1, dtype=np.int64)

@@ -30,7 +30,7 @@ def spy(monkeypatch):
     """Names of the engine kernels called while the test runs."""
     called = set()
     for name in ("gather", "gather_direct", "weight_grad", "weight_grad_direct",
-                 "weight_grad_blocked", "interleave_phases"):
+                 "weight_grad_blocked"):
         fn = getattr(kernels, name)
 
         def wrapper(*args, _fn=fn, _name=name):
@@ -85,8 +85,14 @@ def test_engine_routes_match_reference(xs, ws, kw, routes, dtype, spy):
     ((2, 4, 5, 6), (4, 3, 2, 3), dict(stride=(2, 3), groups=2)),
     ((1, 3, 3, 4, 5), (3, 8, 2, 2, 2), dict(stride=2)),
 ])
-def test_transposed_kernel_equal_to_stride_runs_in_one_pass(xs, ws, kw, dtype, spy):
-    """Disjoint taps: one 1x1 gather to all phases, then their interleaving."""
+def test_transposed_kernel_equal_to_stride_runs_in_one_pass(xs, ws, kw, dtype, spy,
+                                                            monkeypatch):
+    """Disjoint taps: one 1x1 gather whose channels are placed at their phases."""
+    from gridconv._cpu import driver
+
+    calls = []
+    monkeypatch.setattr(driver, "_disjoint_phases", lambda *a, _f=driver._disjoint_phases:
+                        calls.append(1) or _f(*a))
     rng = np.random.default_rng(len(xs))
     x = rng.standard_normal(xs).astype(dtype)
     w = rng.standard_normal(ws).astype(dtype)
@@ -96,14 +102,18 @@ def test_transposed_kernel_equal_to_stride_runs_in_one_pass(xs, ws, kw, dtype, s
                                   b.astype(np.float64), **kw)
     assert y.dtype == dtype and y.shape == expected.shape
     assert rel_err(y, expected) < tol(dtype)
-    assert "interleave_phases" in spy
+    assert calls == [1] and spy == {"gather_direct"}
 
 
-def test_transposed_with_output_padding_takes_the_phase_path(spy):
+def test_transposed_with_output_padding_takes_the_phase_path(monkeypatch):
     """kernel == stride but an extra output row: not every position has its tap."""
     rng = np.random.default_rng(3)
     x = rng.standard_normal((1, 2, 5, 5))
     w = rng.standard_normal((2, 3, 2, 2))
     kw = dict(stride=2, output_padding=1)
+    from gridconv._cpu import driver
+
+    calls = []
+    monkeypatch.setattr(driver, "_disjoint_phases", lambda *a: calls.append(1))
     assert rel_err(gc.conv_transpose(x, w, **kw), ref.conv_transpose(x, w, **kw)) < 1e-12
-    assert "interleave_phases" not in spy
+    assert calls == []

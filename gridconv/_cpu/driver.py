@@ -6,6 +6,7 @@ public layer (:mod:`gridconv.conv`) has already validated and lifted them.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numba
@@ -127,11 +128,13 @@ def pack_blocks(wu: np.ndarray) -> np.ndarray:
 
 
 def gather(src: np.ndarray, w6: np.ndarray, bias, dst: np.ndarray, axes: list[Axis],
-           tiles=None) -> None:
+           tiles=None, place=None) -> None:
     """Run the gather kernel for one set of tap tables, writing ``dst`` in place.
 
     ``w6`` is (G, D, S, Kz, Ky, Kx); with ``tiles`` (stacks per axis) it has a leading axis
     of ``prod(tiles)`` stacks, periodic over the positions (see ``gather.gather``).
+    ``place`` (G*D, 4) sends the computed channels elsewhere (see ``gather_direct``); it
+    needs rows that merge (unit source steps, no stacks).
     """
     if any(a.m == 0 for a in axes):
         return
@@ -155,9 +158,11 @@ def gather(src: np.ndarray, w6: np.ndarray, bias, dst: np.ndarray, axes: list[Ax
         rows, cols = _direct_tile(m, src.shape[0] * w7.shape[1],
                                   2048 if od < 4 else _DIRECT_SPAN)
         work = src.shape[0] * int(np.prod(m)) * taps[0].size
+        where = np.empty((0, 4), np.int64) if place is None else place
         _run(k.gather_direct, work, src, np.ascontiguousarray(taps), b, dst, m, d0, ds, ss,
-             *offs, *maps, qlo, np.asarray(tiles, np.int64), rows, cols, _DIRECT_CHUNK)
+             *offs, *maps, qlo, np.asarray(tiles, np.int64), rows, cols, _DIRECT_CHUNK, where)
         return
+    assert place is None, "placed channels need the direct kernel"
     wmat = np.stack([pack_weight(w, axes) for w in w7])
     rows, cols = _tile(m, wmat.shape[3], src.itemsize, src.shape[0] * wmat.shape[1])
     work = src.shape[0] * int(np.prod(m)) * wmat[0].size
@@ -189,18 +194,20 @@ def input_grad(gout: np.ndarray, w6: np.ndarray, bias, dst: np.ndarray, geom) ->
 
 def _disjoint_phases(src: np.ndarray, w6: np.ndarray, bias, dst: np.ndarray, taps) -> None:
     """The transposed gather when every kernel equals its stride (the usual learned 2x
-    upsampling): each destination position takes exactly one tap, so it is a 1x1
-    convolution to D*Kz*Ky*Kx channels (one slab for all phases, instead of one pass per
-    phase) followed by the interleaving of the phases."""
+    upsampling): each destination position takes exactly one tap, so every phase reads
+    the same source, and one 1x1 gather to D*Kz*Ky*Kx channels, each placed at its phase
+    (``place``), replaces one slab and one pass per phase."""
     g, d, s = w6.shape[:3]
     nph = taps[0] * taps[1] * taps[2]
-    # (G, D, S, Kz, Ky, Kx) -> (G, D*P, S, 1, 1, 1), channel (d, a, b, e)
+    # (G, D, S, Kz, Ky, Kx) -> (G, D*P, S, 1, 1, 1), computed channel (g, d, a, b, e)
     w1 = np.ascontiguousarray(w6.transpose(0, 1, 3, 4, 5, 2)).reshape(g, d * nph, s, 1, 1, 1)
     b1 = None if bias is None else np.repeat(bias, nph)
-    tmp = np.empty((src.shape[0], g * d * nph) + src.shape[2:], dtype=src.dtype)
-    gather(src, w1, b1, tmp, [forward_axis(n, n, 1, 1, 1, 0, 0, "zeros")
-                              for n in src.shape[2:]])
-    k.interleave_phases(tmp, dst, *taps)
+    ph = np.indices(taps).reshape(3, -1).T  # (P, 3): (a, b, e)
+    place = np.concatenate(
+        [np.repeat(np.arange(g * d), nph)[:, None], np.tile(ph, (g * d, 1))], axis=1)
+    axes = [dataclasses.replace(forward_axis(n, n, 1, 1, 1, 0, 0, "zeros"), ds=kk)
+            for n, kk in zip(src.shape[2:], taps, strict=True)]
+    gather(src, w1, b1, dst, axes, place=np.ascontiguousarray(place, dtype=np.int64))
 
 
 def weight_grad(src: np.ndarray, gout: np.ndarray, groups: int, axes: list[Axis],

@@ -566,7 +566,7 @@ def _block_rows(mr, acc, ld, slab, roff, uoff, w, woff, nunit, span, lanes):
 
 @njit(parallel=True, **JIT)
 def gather_direct(src, wpk, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, mapy, mapx,
-                  qlo, t, rows, cols, chunk, nthreads):
+                  qlo, t, rows, cols, chunk, place, nthreads):
     """:func:`gather` without patches: every (source channel, tap) is a unit whose slab
     run feeds register blocks of up to 6 destination channels x 16 positions (float32;
     see :mod:`gridconv._cpu.micro`) that accumulate the whole reduction in registers.
@@ -574,16 +574,21 @@ def gather_direct(src, wpk, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, ma
     wpk : (P, G, od * nunit) weights of the ``nunit = cs*Tz*Ty*Tx`` units (channel-major,
     then taps), packed per block of 6 destination channels as (nunit, mr); ``P =
     t[0]*t[1]*t[2]`` stacks periodic over the positions as in :func:`gather`. od is
-    ``dst.shape[1] // G``; chunk: units per chunk of the reduction when od > 6 (their slab
-    runs for a block of positions stay in L1 while every block of channels reads them);
-    other arguments as :func:`gather`.
+    ``dst.shape[1] // G`` unless ``place`` says otherwise; chunk: units per chunk of the
+    reduction when od > 6 (their slab runs for a block of positions stay in L1 while
+    every block of channels reads them); place: (G*od, 4) int64, where computed channel
+    ``j`` goes: destination channel ``place[j, 0]``, its positions shifted by ``place[j,
+    1:]`` per axis (an empty array: channel ``j`` to ``j``, unshifted; the one-pass
+    transposed convolution sends its phases to interleaved positions); other arguments
+    as :func:`gather`.
 
     Slabs are planar (one (zs, ys, xs) block per source channel). When consecutive
     outputs of one stack are ``step = ss[2]*t[2] > 1`` apart in the source, the slab rows
     are split into ``step`` phases so that the runs stay contiguous.
     """
     ng = wpk.shape[1]
-    od = dst.shape[1] // ng
+    placed = place.shape[0] > 0
+    od = (place.shape[0] if placed else dst.shape[1]) // ng
     cs = src.shape[1] // ng
     nsamp = src.shape[0]
     nyb, nxb, ntask, nth = _task_grid(nsamp, ng, m, rows, cols, nthreads)
@@ -672,10 +677,14 @@ def gather_direct(src, wpk, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, ma
                                     _block_narrow(mr, acc[o0 * ld + aoff + p:], ld, slab,
                                                   roff + p, uo, wg, o0 * nunit + u0 * mr, ku)
                 for o in range(od):
-                    _store_tile(dst[n, g * od + o, d0[0] + ds[0] * mz],
+                    j = g * od + o
+                    dc, sz, sy, sxo = j, 0, 0, 0
+                    if placed:
+                        dc, sz, sy, sxo = place[j, 0], place[j, 1], place[j, 2], place[j, 3]
+                    _store_tile(dst[n, dc, d0[0] + ds[0] * mz + sz],
                                 acc[o * ld: o * ld + (nrows - 1) * rlen + nx], rlen, zero,
-                                nrows, nx, d0[1] + ds[1] * my0, ds[1],
-                                d0[2] + ds[2] * (mx0 + xr0), ds[2] * t[2])
+                                nrows, nx, d0[1] + ds[1] * my0 + sy, ds[1],
+                                d0[2] + ds[2] * (mx0 + xr0) + sxo, ds[2] * t[2])
 
 
 @njit(parallel=True, **JIT)
@@ -888,25 +897,3 @@ def pad_adjoint(gpad, out, mapz, mapy, mapx):
                 for e in range(src.shape[2]):
                     drow[mapx[e]] += row[e]
 
-
-@njit(parallel=True, **JIT)
-def interleave_phases(tmp, dst, pz, py, px):
-    """``dst[n, c, pz*z + a, py*y + b, px*x + e] = tmp[n, (c*pz + a)*py*px + b*px + e, z,
-    y, x]``: the phases of disjoint kernel taps (a transposed convolution whose kernel
-    equals its stride) written to their interleaved places. One (sample, channel) plane
-    per iteration."""
-    nsamp, nch = dst.shape[0], dst.shape[1]
-    zs, ys, xs = tmp.shape[2], tmp.shape[3], tmp.shape[4]
-    for t in prange(nsamp * nch):
-        n = t // nch
-        c = t - n * nch
-        for a in range(pz):
-            for b in range(py):
-                for e in range(px):
-                    src = tmp[n, (c * pz + a) * py * px + b * px + e]
-                    for z in range(zs):
-                        for y in range(ys):
-                            srow = src[z, y]
-                            drow = dst[n, c, pz * z + a, py * y + b]
-                            for x in range(xs):
-                                drow[px * x + e] = srow[x]
