@@ -53,6 +53,15 @@ CASES = [
     ((1, 4, 4, 5, 40), (20, 2, 3, 3, 3),
      dict(padding=2, dilation=(1, 1, 2), groups=2, padding_mode="reflect"),
      {"gather_direct", "weight_grad_blocked"}),
+    # x-stride 2, odd width, circular and reflect padding at both edges of split rows
+    ((1, 3, 2, 67), (9, 3, 1, 5), dict(stride=(1, 2), padding=(0, 2),
+                                       padding_mode="circular"),
+     {"gather_direct", "weight_grad_blocked"}),
+    ((2, 2, 3, 70), (8, 2, 3, 4), dict(stride=2, padding=(1, 3), padding_mode="reflect"),
+     {"gather_direct", "weight_grad_blocked"}),
+    # x-stride 3: the general phase split
+    ((1, 2, 100), (10, 2, 4), dict(stride=3, padding=2), {"gather_direct",
+                                                          "weight_grad_blocked"}),
     # short strided rows (8 outputs): the patch path
     ((2, 6, 16, 16), (12, 6, 3, 3), dict(stride=2, padding=1), {"gather"}),
     # 7 channels in one block, 200 units in one chunk of 128 and one of 72

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .micro import copy_run, make_micro, make_outer
+from .micro import copy_run, make_micro, make_outer, split2_run
 
 # fastmath without 'nnan'/'ninf': reductions vectorise, NaNs still propagate.
 FASTMATH = {"reassoc", "contract", "arcp", "nsz", "afn"}
@@ -472,6 +472,7 @@ def _fill_split_planes(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, o
         idx[yy] = iy if iy < iy_size else -1
     for xx in range(xs):
         idx[ys + xx] = _lookup(mapx, qlo[2], x0 + xx)
+    flat = src.reshape(src.size)  # C-contiguous: a view; flat offsets, no row views
     for c in range(cs):
         for zz in range(zs):
             iz = _lookup(mapz, qlo[0], z0 + zz)
@@ -482,9 +483,28 @@ def _fill_split_planes(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, o
                     for i in range(step * xq):
                         slab[d + i] = zero
                     continue
-                row = src[n, c0 + c, iz, iy]
+                r = (((n * src.shape[1] + c0 + c) * iz_size + iz) * iy_size + iy) * ix_size
+                if step == 2:
+                    # the common case (stride 2, two stacks): the interior pairs by
+                    # vector shuffles
+                    j0 = min((xa + 1) // 2, xq)
+                    j1 = max(j0, xb // 2)
+                    s0 = r + x0
+                    split2_run(slab, d + j0, d + xq + j0, flat, s0 + 2 * j0, j1 - j0)
+                    for q in range(2):
+                        for j in range(xq - j1 + j0):
+                            j = j if j < j0 else j + j1 - j0  # outside [j0, j1)
+                            xx = q + 2 * j
+                            if xx >= xs:
+                                slab[d + q * xq + j] = zero
+                            elif xa <= xx < xb:
+                                slab[d + q * xq + j] = flat[s0 + xx]
+                            else:
+                                ix = idx[ys + xx]
+                                slab[d + q * xq + j] = flat[r + ix] if ix >= 0 else zero
+                    continue
                 for q in range(step):
-                    dst = slab[d + q * xq: d + (q + 1) * xq]
+                    dq = d + q * xq
                     cnt = (xs - q + step - 1) // step
                     # phase elements j with x = q + step*j inside [xa, xb): a plain
                     # strided copy; the map only at the edges
@@ -492,14 +512,15 @@ def _fill_split_planes(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, o
                     jb = max(ja, min(cnt, (xb - q + step - 1) // step))
                     for j in range(ja):
                         ix = idx[ys + q + step * j]
-                        dst[j] = row[ix] if ix >= 0 else zero
+                        slab[dq + j] = flat[r + ix] if ix >= 0 else zero
+                    s0 = r + x0 + q
                     for j in range(ja, jb):
-                        dst[j] = row[x0 + q + step * j]
+                        slab[dq + j] = flat[s0 + step * j]
                     for j in range(jb, cnt):
                         ix = idx[ys + q + step * j]
-                        dst[j] = row[ix] if ix >= 0 else zero
+                        slab[dq + j] = flat[r + ix] if ix >= 0 else zero
                     for j in range(cnt, xq):
-                        dst[j] = zero
+                        slab[dq + j] = zero
     return ys, xs
 
 
@@ -604,6 +625,7 @@ def gather_direct(src, wpk, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, ma
     nunit = cs * tz * ty * tx
     lanes = 32 // src.itemsize
     slack = _MAX_NV * lanes
+    narrow = 2 * lanes  # positions per block when od > 6
     # Rows of the tile can be run as one long span (the slab's row stride apart, the gap
     # columns discarded) when output rows map to consecutive slab rows of one stack.
     merge = step == 1 and ss[1] == 1 and t[1] == 1
@@ -657,10 +679,12 @@ def gather_direct(src, wpk, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, ma
                     aoff = yr * rlen
                     stack = ((mz % t[0]) * t[1] + (my0 + yr) % t[1]) * t[2] + sx
                     wg = wpk[stack, g]
+                    # the accumulators start at the bias, as far as the blocks reach
+                    reach = span + slack if od <= 6 else (span + narrow - 1) // narrow * narrow
                     for o in range(od):
                         b = bias[g * od + o] if has_bias else zero
-                        arow = acc[o * ld + aoff: o * ld + aoff + span + slack]
-                        for i in range(span + slack):
+                        arow = acc[o * ld + aoff: o * ld + aoff + reach]
+                        for i in range(reach):
                             arow[i] = b
                     if od <= 6:
                         _block_rows(od, acc[aoff:], ld, slab, roff, uoff, wg, 0, nunit, span,
@@ -671,7 +695,7 @@ def gather_direct(src, wpk, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, ma
                         for u0 in range(0, nunit, chunk):
                             ku = min(chunk, nunit - u0)
                             uo = uoff[u0:]
-                            for p in range(0, span, 2 * lanes):
+                            for p in range(0, span, narrow):
                                 for blk in range(nblk):
                                     o0, mr = _channel_block(blk, nblk, od)
                                     _block_narrow(mr, acc[o0 * ld + aoff + p:], ld, slab,

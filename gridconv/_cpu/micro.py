@@ -230,3 +230,52 @@ def copy_run(typingctx, dst, doff, src, soff, n, b):
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+@intrinsic
+def split2_run(typingctx, dst, d0, d1, src, s, n):
+    """``dst[d0 + i] = src[s + 2*i]`` and ``dst[d1 + i] = src[s + 2*i + 1]`` for
+    ``i < n``: a row split into its two phases (stride 2), two vectors in and a shuffle
+    per ``lanes`` pairs, then a scalar tail."""
+    sig = types.void(dst, d0, d1, src, s, n)
+
+    def codegen(context, builder, signature, args):
+        dst_v, d0_v, d1_v, src_v, s_v, n_v = args
+        aty = signature.args[0]
+        fty = context.get_value_type(aty.dtype)
+        lanes = _lanes(aty.dtype)
+        vty = ir.VectorType(fty, lanes)
+        vptr = vty.as_pointer()
+        align = 4 if aty.dtype == types.float32 else 8
+        i32 = ir.IntType(32)
+        i64 = ir.IntType(64)
+        dp = context.make_array(aty)(context, builder, dst_v).data
+        p0 = builder.gep(dp, [d0_v])
+        p1 = builder.gep(dp, [d1_v])
+        sp = builder.gep(context.make_array(signature.args[3])(context, builder, src_v).data,
+                         [s_v])
+        even = ir.Constant(ir.VectorType(i32, lanes), [ir.Constant(i32, 2 * i)
+                                                       for i in range(lanes)])
+        odd = ir.Constant(ir.VectorType(i32, lanes), [ir.Constant(i32, 2 * i + 1)
+                                                      for i in range(lanes)])
+        nvec = builder.sdiv(n_v, ir.Constant(i64, lanes))
+        with cgutils.for_range(builder, nvec) as loop:
+            i = builder.mul(loop.index, ir.Constant(i64, lanes))
+            src_i = builder.gep(sp, [builder.mul(i, ir.Constant(i64, 2))])
+            a = builder.load(builder.bitcast(src_i, vptr), align=align)
+            b = builder.load(builder.bitcast(builder.gep(src_i, [ir.Constant(i64, lanes)]),
+                                             vptr), align=align)
+            builder.store(builder.shuffle_vector(a, b, even),
+                          builder.bitcast(builder.gep(p0, [i]), vptr), align=align)
+            builder.store(builder.shuffle_vector(a, b, odd),
+                          builder.bitcast(builder.gep(p1, [i]), vptr), align=align)
+        done = builder.mul(nvec, ir.Constant(i64, lanes))
+        with cgutils.for_range(builder, builder.sub(n_v, done)) as loop:
+            i = builder.add(done, loop.index)
+            two_i = builder.mul(i, ir.Constant(i64, 2))
+            builder.store(builder.load(builder.gep(sp, [two_i])), builder.gep(p0, [i]))
+            builder.store(builder.load(builder.gep(sp, [builder.add(two_i, ir.Constant(
+                i64, 1))])), builder.gep(p1, [i]))
+        return context.get_dummy_value()
+
+    return sig, codegen
