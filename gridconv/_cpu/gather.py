@@ -787,20 +787,20 @@ _OK6, _OK5, _OK4, _OK3, _OK2, _OK1 = (make_outer(mu, 2) for mu in (6, 5, 4, 3, 2
 
 
 @njit(inline="always")
-def _outer_block(mu, out, ld, slab, uoff, u0, g, goff, ldg, npos):
+def _outer_block(mu, out, ld, slab, uoff, u0, g, goff, ldg, npos, nrow, rstride):
     """:func:`make_outer`'s block for ``mu <= 6`` units x 2 vectors of channels."""
     if mu == 6:
-        _OK6(out, ld, slab, uoff, u0, g, goff, ldg, npos)
+        _OK6(out, ld, slab, uoff, u0, g, goff, ldg, npos, nrow, rstride)
     elif mu == 5:
-        _OK5(out, ld, slab, uoff, u0, g, goff, ldg, npos)
+        _OK5(out, ld, slab, uoff, u0, g, goff, ldg, npos, nrow, rstride)
     elif mu == 4:
-        _OK4(out, ld, slab, uoff, u0, g, goff, ldg, npos)
+        _OK4(out, ld, slab, uoff, u0, g, goff, ldg, npos, nrow, rstride)
     elif mu == 3:
-        _OK3(out, ld, slab, uoff, u0, g, goff, ldg, npos)
+        _OK3(out, ld, slab, uoff, u0, g, goff, ldg, npos, nrow, rstride)
     elif mu == 2:
-        _OK2(out, ld, slab, uoff, u0, g, goff, ldg, npos)
+        _OK2(out, ld, slab, uoff, u0, g, goff, ldg, npos, nrow, rstride)
     else:
-        _OK1(out, ld, slab, uoff, u0, g, goff, ldg, npos)
+        _OK1(out, ld, slab, uoff, u0, g, goff, ldg, npos, nrow, rstride)
 
 
 @njit(parallel=True, **JIT)
@@ -854,37 +854,39 @@ def weight_grad_blocked(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, ql
             ncols = mx1 - mx0
             nrows = my1 - my0
             part = partial[th, g].reshape(nunit * odp)
-            ngroups = 1 if merge else nrows
-            for grp in range(ngroups):
-                yr = 0 if merge else grp
-                nr = nrows if merge else 1
-                span = (nr - 1) * rlen + ncols
-                for q in range(nr):
-                    # positions-major output gradient; the gap columns read slab halo
-                    # values, so their rows are zero
-                    for o in range(od):
-                        grow = gout[n, g * od + o, mz, my0 + yr + q]
-                        for i in range(ncols):
-                            gt[(q * rlen + i) * odp + o] = grow[mx0 + i]
-                    if q < nr - 1:
-                        for i in range((q * rlen + ncols) * odp, (q + 1) * rlen * odp):
-                            gt[i] = zero
-                u = 0
-                for c in range(cs):
-                    for a in range(tz):
-                        for bb in range(ty):
-                            yy = (offz[a] - offz[0]) * ys + yr * ss[1] + offy[bb] - offy[0]
-                            for e in range(tx):
-                                xrel = offx[e] - offx[0]
-                                uoff[u] = (c * plane + (yy * step + xrel % step) * xq
-                                           + xrel // step)
-                                u += 1
-                # the units' runs stay in L1 while every block of channels reads them
-                for blk in range(nblk):
-                    u0, mu = _channel_block(blk, nblk, nunit)
-                    for o0 in range(0, odp, 2 * lanes):
-                        _outer_block(mu, part[u0 * odp + o0:], odp, slab, uoff, u0, gt, o0,
-                                     odp, span)
+            # Merged rows: one run of ``span`` positions (gap columns zero in gt).
+            # Otherwise ``nrows`` runs of ``ncols``, ``ss[1]`` slab rows apart, and gt
+            # holds the rows back to back; either way the blocks accumulate over the
+            # whole tile.
+            npos = (nrows - 1) * rlen + ncols if merge else ncols
+            nrun = 1 if merge else nrows
+            rstride = ss[1] * rlen
+            gstride = rlen if merge else ncols
+            for q in range(nrows):
+                for o in range(od):
+                    grow = gout[n, g * od + o, mz, my0 + q]
+                    for i in range(ncols):
+                        gt[(q * gstride + i) * odp + o] = grow[mx0 + i]
+                if merge and q < nrows - 1:
+                    # the gap columns read slab halo values: their rows are zero
+                    for i in range((q * rlen + ncols) * odp, (q + 1) * rlen * odp):
+                        gt[i] = zero
+            u = 0
+            for c in range(cs):
+                for a in range(tz):
+                    for bb in range(ty):
+                        yy = (offz[a] - offz[0]) * ys + offy[bb] - offy[0]
+                        for e in range(tx):
+                            xrel = offx[e] - offx[0]
+                            uoff[u] = (c * plane + (yy * step + xrel % step) * xq
+                                       + xrel // step)
+                            u += 1
+            # the units' runs stay in L1 while every block of channels reads them
+            for blk in range(nblk):
+                u0, mu = _channel_block(blk, nblk, nunit)
+                for o0 in range(0, odp, 2 * lanes):
+                    _outer_block(mu, part[u0 * odp + o0:], odp, slab, uoff, u0, gt, o0, odp,
+                                 npos, nrun, rstride)
     return partial
 
 

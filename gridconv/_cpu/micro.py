@@ -122,22 +122,25 @@ def make_micro(mr: int, nv: int):
 
 
 def make_outer(mu: int, nv: int):
-    """An intrinsic ``outer(out, ld, slab, uoff, u0, g, goff, ldg, npos)`` for the weight
-    gradient, the transposed product of :func:`make_micro`'s:
+    """An intrinsic ``outer(out, ld, slab, uoff, u0, g, goff, ldg, npos, nrow, rstride)``
+    for the weight gradient, the transposed product of :func:`make_micro`'s:
 
-        out[j*ld + o] += sum_{p < npos} slab[uoff[u0 + j] + p] * g[goff + p*ldg + o]
+        out[j*ld + o] += sum_{q < nrow, p < npos} slab[uoff[u0 + j] + q*rstride + p]
+                                                  * g[goff + (q*npos + p)*ldg + o]
 
     for ``j < mu`` units and ``o < nv*lanes`` destination channels: ``g`` is the output
     gradient laid out positions-major (a row of channels per position), the slab runs
-    are broadcast one position at a time, and the ``mu x nv`` accumulators hold whole
-    channel vectors, so no horizontal sums are needed however long the reduction."""
+    (``nrow`` rows of ``npos``, ``rstride`` apart) are broadcast one position at a time,
+    and the ``mu x nv`` accumulators hold whole channel vectors over all the rows, so no
+    horizontal sums are needed however long the reduction."""
 
     @intrinsic
-    def outer(typingctx, out, ld, slab, uoff, u0, g, goff, ldg, npos):
-        sig = types.void(out, ld, slab, uoff, u0, g, goff, ldg, npos)
+    def outer(typingctx, out, ld, slab, uoff, u0, g, goff, ldg, npos, nrow, rstride):
+        sig = types.void(out, ld, slab, uoff, u0, g, goff, ldg, npos, nrow, rstride)
 
         def codegen(context, builder, signature, args):
-            out_v, ld_v, slab_v, uoff_v, u0_v, g_v, goff_v, ldg_v, npos_v = args
+            (out_v, ld_v, slab_v, uoff_v, u0_v, g_v, goff_v, ldg_v, npos_v, nrow_v,
+             rstride_v) = args
             aty = signature.args[0]
             fty = context.get_value_type(aty.dtype)
             lanes = _lanes(aty.dtype)
@@ -166,22 +169,28 @@ def make_outer(mu: int, nv: int):
             for j in range(mu):
                 for v in range(nv):
                     builder.store(builder.load(out_ptr(j, v), align=align), slots[j][v])
-            grow0 = builder.gep(gp, [goff_v])
-            with cgutils.for_range(builder, npos_v) as loop:
-                p = loop.index
-                grow = builder.gep(grow0, [builder.mul(p, ldg_v)])
-                gs = [builder.load(builder.bitcast(builder.gep(
-                    grow, [ir.Constant(i64, v * lanes)]), vptr), align=align)
-                    for v in range(nv)]
-                for j in range(mu):
-                    xs = builder.load(builder.gep(runs[j], [p]))
-                    xb = builder.shuffle_vector(
-                        builder.insert_element(ir.Constant(vty, ir.Undefined), xs,
-                                               ir.Constant(i32, 0)),
-                        ir.Constant(vty, ir.Undefined), bmask)
-                    for v in range(nv):
-                        s = slots[j][v]
-                        builder.store(builder.call(fma, [xb, gs[v], builder.load(s)]), s)
+            with cgutils.for_range(builder, nrow_v) as rows:
+                q = rows.index
+                shift = builder.mul(q, rstride_v)
+                rruns = [builder.gep(r, [shift]) for r in runs]
+                grow0 = builder.gep(gp, [builder.add(goff_v, builder.mul(
+                    builder.mul(q, npos_v), ldg_v))])
+                with cgutils.for_range(builder, npos_v) as loop:
+                    p = loop.index
+                    grow = builder.gep(grow0, [builder.mul(p, ldg_v)])
+                    gs = [builder.load(builder.bitcast(builder.gep(
+                        grow, [ir.Constant(i64, v * lanes)]), vptr), align=align)
+                        for v in range(nv)]
+                    for j in range(mu):
+                        xs = builder.load(builder.gep(rruns[j], [p]))
+                        xb = builder.shuffle_vector(
+                            builder.insert_element(ir.Constant(vty, ir.Undefined), xs,
+                                                   ir.Constant(i32, 0)),
+                            ir.Constant(vty, ir.Undefined), bmask)
+                        for v in range(nv):
+                            s = slots[j][v]
+                            builder.store(builder.call(fma, [xb, gs[v], builder.load(s)]),
+                                          s)
             for j in range(mu):
                 for v in range(nv):
                     builder.store(builder.load(slots[j][v]), out_ptr(j, v), align=align)
