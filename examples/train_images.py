@@ -1,7 +1,8 @@
 """Train an image classifier with gridconv.nn on real images, from HDF5.
 
 * ``--dataset digits`` (default): scikit-learn's bundled 8x8 handwritten digits (1797
-  images), a small VGG-style net; about a minute on 2 cores.
+  images), a small VGG-style net; about 40 s of training on 2 cores (the first run also
+  compiles the kernels, about a minute more).
 * ``--dataset fashion-mnist``: Zalando's 28x28 clothing images (60000 train / 10000 test)
   from the Debian package ``dataset-fashion-mnist``; a VGG-style net reaches >= 88% test
   accuracy in a few epochs (under 10 minutes on 2 cores).
