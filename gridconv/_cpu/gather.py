@@ -1,21 +1,22 @@
-"""The CPU engine: one tiled gather kernel for forward and input-gradient passes, and its
-twin for the weight gradient, side by side.
+"""The CPU engine: the gather kernels for forward and input-gradient passes, and their
+twins for the weight gradient, side by side.
 
-Both work on 3-D problems (1-D and 2-D callers add unit axes, so each kernel compiles
+All work on 3-D problems (1-D and 2-D callers add unit axes, so each kernel compiles
 once per dtype) described by the tap tables of :mod:`gridconv._geometry`. Work is cut
-into tiles of output positions; for each tile a thread
+into tiles of output positions, dealt to the threads; each output element belongs to
+exactly one tile, so the forward pass needs no atomics, and the weight gradients sum
+per-thread partials. Every buffer is per thread and sized to the tile, so no patch
+matrix for the whole batch is ever built.
 
-1. copies the source region the tile reads into a channels-last *slab* (applying the
-   padding map at the true edges only),
-2. lays the tile's patches out position-major, ``P[j, (tz, ty, tx, c)]``, by contiguous
-   copies from the slab (a whole row of taps at once when the taps are consecutive),
-3. multiplies: ``out[o, j] = W[o, :] . P[j, :]`` with a 2x4 register block whose inner
-   loop runs over the contiguous reduction axis (vectorised with ``fastmath``),
-   or, for the weight gradient, ``dW[o, :] += sum_j G[o, j] * P[j, :]``.
-
-Every buffer is per thread and sized to the tile (kept near L2), so no patch matrix
-for the whole batch is ever built. Each output element belongs to exactly one tile, so
-the forward pass needs no atomics; the weight gradient sums per-thread partials.
+* :func:`gather_direct` (the main kernel) copies the region a tile reads into a planar
+  slab and runs register blocks (:mod:`gridconv._cpu.micro`) over the slab runs of its
+  (channel, tap) units; :func:`weight_grad_blocked` is its twin, the transposed product
+  on the same runs.
+* :func:`gather` and :func:`weight_grad` (the patch path, for rows too short for the
+  16-wide blocks) lay the tile's patches out position-major from a channels-last slab,
+  ``P[j, (tz, ty, tx, c)]``, and multiply with a 2x4 block of dot products,
+  ``out[o, j] = W[o, :] . P[j, :]``, or accumulate ``dW[o, :] += sum_j G[o, j] P[j, :]``.
+* :func:`weight_grad_direct`: single-channel weight gradients as long dot products.
 """
 
 from __future__ import annotations
@@ -62,6 +63,22 @@ def _tile_bounds(task, ng, nmz, nyb, nxb, my_all, mx_all, rows, cols):
     return n, g, mz, my0, min(my_all, my0 + rows), mx0, min(mx_all, mx0 + cols)
 
 
+@njit(inline="always")
+def _region(ix_size, mz, my0, my1, mx0, mx1, ss, offz, offy, offx):
+    """The source region a tile reads: its first coordinates (z0, y0, x0), its extent
+    (zs, ys, xs), and the interior ``[xa, xb)`` of its x-range (inside the source, so a
+    plain copy; the padding map is only consulted outside it)."""
+    z0 = ss[0] * mz + offz[0]
+    y0 = ss[1] * my0 + offy[0]
+    x0 = ss[2] * mx0 + offx[0]
+    zs = offz[offz.shape[0] - 1] - offz[0] + 1
+    ys = ss[1] * (my1 - 1 - my0) + offy[offy.shape[0] - 1] - offy[0] + 1
+    xs = ss[2] * (mx1 - 1 - mx0) + offx[offx.shape[0] - 1] - offx[0] + 1
+    xa = min(max(0, -x0), xs)
+    xb = max(xa, min(xs, ix_size - x0))
+    return z0, y0, x0, zs, ys, xs, xa, xb
+
+
 @njit(**JIT)
 def _fill_slab(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, offx,
                mapz, mapy, mapx, qlo, slab):
@@ -69,15 +86,8 @@ def _fill_slab(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, offx,
     returns (ys, xs)."""
     zero = src.dtype.type(0)
     iz_size, iy_size, ix_size = src.shape[2], src.shape[3], src.shape[4]
-    z0 = ss[0] * mz + offz[0]
-    y0 = ss[1] * my0 + offy[0]
-    x0 = ss[2] * mx0 + offx[0]
-    zs = offz[offz.shape[0] - 1] - offz[0] + 1
-    ys = ss[1] * (my1 - 1 - my0) + offy[offy.shape[0] - 1] - offy[0] + 1
-    xs = ss[2] * (mx1 - 1 - mx0) + offx[offx.shape[0] - 1] - offx[0] + 1
-    # Interior of the x-range: a plain copy; the map is only consulted at the edges.
-    xa = min(max(0, -x0), xs)
-    xb = max(xa, min(xs, ix_size - x0))
+    z0, y0, x0, zs, ys, xs, xa, xb = _region(ix_size, mz, my0, my1, mx0, mx1, ss, offz,
+                                             offy, offx)
     for zz in range(zs):
         iz = _lookup(mapz, qlo[0], z0 + zz)
         for yy in range(ys):
@@ -389,11 +399,18 @@ def weight_grad(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, qlo, xrun,
     return partial
 
 
-# ---- few destination channels per group (depthwise, single-channel filtering, the
-# input gradient of few-channel convs) -------------------------------------------------
-# The patch layout would spend a whole patch copy on one or two dot products; here each
-# (channel, tap) is an axpy of a slab run into a row accumulator, vectorised along x.
-# Slabs are planar here (one (zs, ys, xs) block per source channel).
+# ---- the direct kernels: planar slabs, (channel, tap) units read as slab runs ---------
+
+@njit(inline="always")
+def _lookups(idx, mapy, mapx, qlo, y0, ys, x0, xs, iy_size):
+    """Source row of each slab row (``idx[:ys]``, -1 for a zero) and source column of
+    each slab column (``idx[ys:ys + xs]``), looked up once per tile."""
+    for yy in range(ys):
+        iy = _lookup(mapy, qlo[1], y0 + yy)
+        idx[yy] = iy if iy < iy_size else -1
+    for xx in range(xs):
+        idx[ys + xx] = _lookup(mapx, qlo[2], x0 + xx)
+
 
 @njit(**JIT)
 def _fill_planes(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, offx, mapz, mapy,
@@ -404,22 +421,9 @@ def _fill_planes(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, offx, m
     per-row work is what costs."""
     zero = src.dtype.type(0)
     iz_size, iy_size, ix_size = src.shape[2], src.shape[3], src.shape[4]
-    z0 = ss[0] * mz + offz[0]
-    y0 = ss[1] * my0 + offy[0]
-    x0 = ss[2] * mx0 + offx[0]
-    zs = offz[offz.shape[0] - 1] - offz[0] + 1
-    ys = ss[1] * (my1 - 1 - my0) + offy[offy.shape[0] - 1] - offy[0] + 1
-    xs = ss[2] * (mx1 - 1 - mx0) + offx[offx.shape[0] - 1] - offx[0] + 1
-    # interior of the x-range: a plain copy; the map is only consulted at the edges
-    xa = min(max(0, -x0), xs)
-    xb = max(xa, min(xs, ix_size - x0))
-    for yy in range(ys):
-        iy = _lookup(mapy, qlo[1], y0 + yy)
-        idx[yy] = iy if iy < iy_size else -1
-    for xx in range(xa):
-        idx[ys + xx] = _lookup(mapx, qlo[2], x0 + xx)
-    for xx in range(xb, xs):
-        idx[ys + xx] = _lookup(mapx, qlo[2], x0 + xx)
+    z0, y0, x0, zs, ys, xs, xa, xb = _region(ix_size, mz, my0, my1, mx0, mx1, ss, offz,
+                                             offy, offx)
+    _lookups(idx, mapy, mapx, qlo, y0, ys, x0, xs, iy_size)
     nint = xb - xa
     flat = src.reshape(src.size)  # C-contiguous: a view
     for c in range(cs):
@@ -458,20 +462,10 @@ def _fill_split_planes(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, o
     :func:`_fill_planes` (``idx`` at least ``ys + xs`` long). Returns (ys, xs)."""
     zero = src.dtype.type(0)
     iz_size, iy_size, ix_size = src.shape[2], src.shape[3], src.shape[4]
-    z0 = ss[0] * mz + offz[0]
-    y0 = ss[1] * my0 + offy[0]
-    x0 = ss[2] * mx0 + offx[0]
-    zs = offz[offz.shape[0] - 1] - offz[0] + 1
-    ys = ss[1] * (my1 - 1 - my0) + offy[offy.shape[0] - 1] - offy[0] + 1
-    xs = ss[2] * (mx1 - 1 - mx0) + offx[offx.shape[0] - 1] - offx[0] + 1
+    z0, y0, x0, zs, ys, xs, xa, xb = _region(ix_size, mz, my0, my1, mx0, mx1, ss, offz,
+                                             offy, offx)
     xq = _split_extent(xs, step)
-    xa = min(max(0, -x0), xs)
-    xb = max(xa, min(xs, ix_size - x0))
-    for yy in range(ys):
-        iy = _lookup(mapy, qlo[1], y0 + yy)
-        idx[yy] = iy if iy < iy_size else -1
-    for xx in range(xs):
-        idx[ys + xx] = _lookup(mapx, qlo[2], x0 + xx)
+    _lookups(idx, mapy, mapx, qlo, y0, ys, x0, xs, iy_size)
     flat = src.reshape(src.size)  # C-contiguous: a view; flat offsets, no row views
     for c in range(cs):
         for zz in range(zs):
@@ -723,6 +717,8 @@ def weight_grad_direct(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, qlo
     nyb, nxb, ntask, nth = _task_grid(nsamp, ng, m, rows, cols, nthreads)
     plane = _slab_size(1, rows, cols, ss, offz, offy, offx)
     tz, ty, tx = offz.shape[0], offy.shape[0], offx.shape[0]
+    ys_max = ss[1] * (rows - 1) + offy[ty - 1] - offy[0] + 1
+    xs_max = ss[2] * (cols - 1) + offx[tx - 1] - offx[0] + 1
     partial = np.zeros((nth, ng, od, cs, tz, ty, tx), src.dtype)
     sx = ss[2]
     flat = ss[1] == 1 and ss[2] == 1
@@ -730,7 +726,7 @@ def weight_grad_direct(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, qlo
     for th in prange(nth):
         slab = np.empty(plane * cs, src.dtype)
         gflat = np.empty(max(plane, rows * cols), src.dtype)
-        idx = np.empty(plane, np.int64)
+        idx = np.empty(ys_max + xs_max, np.int64)
         for task in range(th, ntask, nth):
             n, g, mz, my0, my1, mx0, mx1 = _tile_bounds(
                 task, ng, m[0], nyb, nxb, m[1], m[2], rows, cols)

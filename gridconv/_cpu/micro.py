@@ -36,6 +36,53 @@ def lanes_of(itemsize: int) -> int:
     return VECTOR_BYTES // itemsize
 
 
+I32 = ir.IntType(32)
+I64 = ir.IntType(64)
+
+
+class _Vec:
+    """The LLVM vector type of an array's dtype, and the few operations the intrinsics
+    use: unaligned vector loads and stores at an element pointer, splats and FMA."""
+
+    def __init__(self, context, builder, dtype):
+        self.builder = builder
+        self.dtype = dtype
+        self.lanes = _lanes(dtype)
+        self.fty = context.get_value_type(dtype)
+        self.vty = ir.VectorType(self.fty, self.lanes)
+        self.align = 4 if dtype == types.float32 else 8  # unaligned vector accesses
+
+    def load(self, ptr, offset=0):
+        b = self.builder
+        p = b.gep(ptr, [ir.Constant(I64, offset)]) if isinstance(offset, int) else b.gep(
+            ptr, [offset])
+        return b.load(b.bitcast(p, self.vty.as_pointer()), align=self.align)
+
+    def store(self, value, ptr, offset=0):
+        b = self.builder
+        p = b.gep(ptr, [ir.Constant(I64, offset)]) if isinstance(offset, int) else b.gep(
+            ptr, [offset])
+        b.store(value, b.bitcast(p, self.vty.as_pointer()), align=self.align)
+
+    def splat(self, scalar):
+        b = self.builder
+        mask = ir.Constant(ir.VectorType(I32, self.lanes), [ir.Constant(I32, 0)] * self.lanes)
+        one = b.insert_element(ir.Constant(self.vty, ir.Undefined), scalar,
+                               ir.Constant(I32, 0))
+        return b.shuffle_vector(one, ir.Constant(self.vty, ir.Undefined), mask)
+
+    def fma_function(self):
+        suffix = f"v{self.lanes}{'f32' if self.dtype == types.float32 else 'f64'}"
+        return cgutils.get_or_insert_function(
+            self.builder.module, ir.FunctionType(self.vty, [self.vty] * 3),
+            f"llvm.fma.{suffix}")
+
+
+def _data(context, builder, aty, value):
+    """Pointer to the first element of an array argument."""
+    return context.make_array(aty)(context, builder, value).data
+
+
 def make_micro(mr: int, nv: int):
     """An intrinsic ``micro(out, ld, slab, base, uoff, w, woff, nunit)`` for ``mr``
     channels x ``nv`` vectors (``mr * nv`` accumulators; 12 keep two FMA pipes busy)."""
@@ -46,48 +93,30 @@ def make_micro(mr: int, nv: int):
 
         def codegen(context, builder, signature, args):
             out_v, ld_v, slab_v, base_v, uoff_v, w_v, woff_v, nunit_v = args
-            aty = signature.args[0]
-            fty = context.get_value_type(aty.dtype)
-            lanes = _lanes(aty.dtype)
-            vty = ir.VectorType(fty, lanes)
-            vptr = vty.as_pointer()
-            align = 4 if aty.dtype == types.float32 else 8  # unaligned vector accesses
-            i32 = ir.IntType(32)
-            i64 = ir.IntType(64)
-            outp = context.make_array(aty)(context, builder, out_v).data
-            slabp = context.make_array(signature.args[2])(context, builder, slab_v).data
-            uoffp = context.make_array(signature.args[4])(context, builder, uoff_v).data
-            wp = context.make_array(signature.args[5])(context, builder, w_v).data
-            fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vty, [vty, vty, vty]),
-                f"llvm.fma.v{lanes}{'f32' if aty.dtype == types.float32 else 'f64'}")
-            bmask = ir.Constant(ir.VectorType(i32, lanes), [ir.Constant(i32, 0)] * lanes)
+            at = signature.args
+            vec = _Vec(context, builder, at[0].dtype)
+            outp = _data(context, builder, at[0], out_v)
+            slabp = _data(context, builder, at[2], slab_v)
+            uoffp = _data(context, builder, at[4], uoff_v)
+            wp = _data(context, builder, at[5], w_v)
+            fma = vec.fma_function()
+            rows = [builder.gep(outp, [builder.mul(ld_v, ir.Constant(I64, r))])
+                    for r in range(mr)]
             # carried accumulators as allocas: LLVM's mem2reg turns them into registers
-            slots = [[cgutils.alloca_once(builder, vty) for _ in range(nv)]
+            slots = [[cgutils.alloca_once(builder, vec.vty) for _ in range(nv)]
                      for _ in range(mr)]
             for r in range(mr):
-                orow = builder.gep(outp, [builder.mul(ld_v, ir.Constant(i64, r))])
                 for v in range(nv):
-                    p = builder.bitcast(builder.gep(orow, [ir.Constant(i64, v * lanes)]),
-                                        vptr)
-                    builder.store(builder.load(p, align=align), slots[r][v])
+                    builder.store(vec.load(rows[r], v * vec.lanes), slots[r][v])
             with cgutils.for_range(builder, nunit_v) as loop:
                 u = loop.index
-                off = builder.add(base_v, builder.load(builder.gep(uoffp, [u])))
-                run = builder.gep(slabp, [off])
+                run = builder.gep(slabp, [builder.add(base_v, builder.load(
+                    builder.gep(uoffp, [u])))])
                 wrow = builder.gep(wp, [builder.add(woff_v, builder.mul(
-                    u, ir.Constant(i64, mr)))])
-
-                def vector(v):
-                    p = builder.bitcast(builder.gep(run, [ir.Constant(i64, v * lanes)]), vptr)
-                    return builder.load(p, align=align)
+                    u, ir.Constant(I64, mr)))])
 
                 def broadcast(r):
-                    ws = builder.load(builder.gep(wrow, [ir.Constant(i64, r)]))
-                    return builder.shuffle_vector(
-                        builder.insert_element(ir.Constant(vty, ir.Undefined), ws,
-                                               ir.Constant(i32, 0)),
-                        ir.Constant(vty, ir.Undefined), bmask)
+                    return vec.splat(builder.load(builder.gep(wrow, [ir.Constant(I64, r)])))
 
                 def step(r, v, wb, xv):
                     s = slots[r][v]
@@ -97,7 +126,7 @@ def make_micro(mr: int, nv: int):
                 # live operands and one streamed one): the vectors when they are fewer
                 # than the channels, else the broadcast weights.
                 if nv <= mr:
-                    xs = [vector(v) for v in range(nv)]
+                    xs = [vec.load(run, v * vec.lanes) for v in range(nv)]
                     for r in range(mr):
                         wb = broadcast(r)
                         for v in range(nv):
@@ -105,15 +134,12 @@ def make_micro(mr: int, nv: int):
                 else:
                     wbs = [broadcast(r) for r in range(mr)]
                     for v in range(nv):
-                        xv = vector(v)
+                        xv = vec.load(run, v * vec.lanes)
                         for r in range(mr):
                             step(r, v, wbs[r], xv)
             for r in range(mr):
-                orow = builder.gep(outp, [builder.mul(ld_v, ir.Constant(i64, r))])
                 for v in range(nv):
-                    p = builder.bitcast(builder.gep(orow, [ir.Constant(i64, v * lanes)]),
-                                        vptr)
-                    builder.store(builder.load(slots[r][v]), p, align=align)
+                    vec.store(builder.load(slots[r][v]), rows[r], v * vec.lanes)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -141,36 +167,24 @@ def make_outer(mu: int, nv: int):
         def codegen(context, builder, signature, args):
             (out_v, ld_v, slab_v, uoff_v, u0_v, g_v, goff_v, ldg_v, npos_v, nrow_v,
              rstride_v) = args
-            aty = signature.args[0]
-            fty = context.get_value_type(aty.dtype)
-            lanes = _lanes(aty.dtype)
-            vty = ir.VectorType(fty, lanes)
-            vptr = vty.as_pointer()
-            align = 4 if aty.dtype == types.float32 else 8
-            i32 = ir.IntType(32)
-            i64 = ir.IntType(64)
-            outp = context.make_array(aty)(context, builder, out_v).data
-            slabp = context.make_array(signature.args[2])(context, builder, slab_v).data
-            uoffp = context.make_array(signature.args[3])(context, builder, uoff_v).data
-            gp = context.make_array(signature.args[5])(context, builder, g_v).data
-            fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vty, [vty, vty, vty]),
-                f"llvm.fma.v{lanes}{'f32' if aty.dtype == types.float32 else 'f64'}")
-            bmask = ir.Constant(ir.VectorType(i32, lanes), [ir.Constant(i32, 0)] * lanes)
+            at = signature.args
+            vec = _Vec(context, builder, at[0].dtype)
+            outp = _data(context, builder, at[0], out_v)
+            slabp = _data(context, builder, at[2], slab_v)
+            uoffp = _data(context, builder, at[3], uoff_v)
+            gp = _data(context, builder, at[5], g_v)
+            fma = vec.fma_function()
             runs = [builder.gep(slabp, [builder.load(builder.gep(
-                uoffp, [builder.add(u0_v, ir.Constant(i64, j))]))]) for j in range(mu)]
-            slots = [[cgutils.alloca_once(builder, vty) for _ in range(nv)]
+                uoffp, [builder.add(u0_v, ir.Constant(I64, j))]))]) for j in range(mu)]
+            rows = [builder.gep(outp, [builder.mul(ld_v, ir.Constant(I64, j))])
+                    for j in range(mu)]
+            slots = [[cgutils.alloca_once(builder, vec.vty) for _ in range(nv)]
                      for _ in range(mu)]
-
-            def out_ptr(j, v):
-                row = builder.gep(outp, [builder.mul(ld_v, ir.Constant(i64, j))])
-                return builder.bitcast(builder.gep(row, [ir.Constant(i64, v * lanes)]), vptr)
-
             for j in range(mu):
                 for v in range(nv):
-                    builder.store(builder.load(out_ptr(j, v), align=align), slots[j][v])
-            with cgutils.for_range(builder, nrow_v) as rows:
-                q = rows.index
+                    builder.store(vec.load(rows[j], v * vec.lanes), slots[j][v])
+            with cgutils.for_range(builder, nrow_v) as rloop:
+                q = rloop.index
                 shift = builder.mul(q, rstride_v)
                 rruns = [builder.gep(r, [shift]) for r in runs]
                 grow0 = builder.gep(gp, [builder.add(goff_v, builder.mul(
@@ -178,22 +192,16 @@ def make_outer(mu: int, nv: int):
                 with cgutils.for_range(builder, npos_v) as loop:
                     p = loop.index
                     grow = builder.gep(grow0, [builder.mul(p, ldg_v)])
-                    gs = [builder.load(builder.bitcast(builder.gep(
-                        grow, [ir.Constant(i64, v * lanes)]), vptr), align=align)
-                        for v in range(nv)]
+                    gs = [vec.load(grow, v * vec.lanes) for v in range(nv)]
                     for j in range(mu):
-                        xs = builder.load(builder.gep(rruns[j], [p]))
-                        xb = builder.shuffle_vector(
-                            builder.insert_element(ir.Constant(vty, ir.Undefined), xs,
-                                                   ir.Constant(i32, 0)),
-                            ir.Constant(vty, ir.Undefined), bmask)
+                        xb = vec.splat(builder.load(builder.gep(rruns[j], [p])))
                         for v in range(nv):
                             s = slots[j][v]
                             builder.store(builder.call(fma, [xb, gs[v], builder.load(s)]),
                                           s)
             for j in range(mu):
                 for v in range(nv):
-                    builder.store(builder.load(slots[j][v]), out_ptr(j, v), align=align)
+                    vec.store(builder.load(slots[j][v]), rows[j], v * vec.lanes)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -210,28 +218,16 @@ def copy_run(typingctx, dst, doff, src, soff, n, b):
 
     def codegen(context, builder, signature, args):
         dst_v, doff_v, src_v, soff_v, n_v, b_v = args
-        aty = signature.args[0]
-        fty = context.get_value_type(aty.dtype)
-        lanes = _lanes(aty.dtype)
-        vty = ir.VectorType(fty, lanes)
-        vptr = vty.as_pointer()
-        align = 4 if aty.dtype == types.float32 else 8
-        i32 = ir.IntType(32)
-        i64 = ir.IntType(64)
-        dp = builder.gep(context.make_array(aty)(context, builder, dst_v).data, [doff_v])
-        sp = builder.gep(context.make_array(signature.args[2])(context, builder, src_v).data,
-                         [soff_v])
-        bmask = ir.Constant(ir.VectorType(i32, lanes), [ir.Constant(i32, 0)] * lanes)
-        bv = builder.shuffle_vector(
-            builder.insert_element(ir.Constant(vty, ir.Undefined), b_v, ir.Constant(i32, 0)),
-            ir.Constant(vty, ir.Undefined), bmask)
-        nvec = builder.sdiv(n_v, ir.Constant(i64, lanes))
+        at = signature.args
+        vec = _Vec(context, builder, at[0].dtype)
+        dp = builder.gep(_data(context, builder, at[0], dst_v), [doff_v])
+        sp = builder.gep(_data(context, builder, at[2], src_v), [soff_v])
+        bv = vec.splat(b_v)
+        nvec = builder.sdiv(n_v, ir.Constant(I64, vec.lanes))
         with cgutils.for_range(builder, nvec) as loop:
-            i = builder.mul(loop.index, ir.Constant(i64, lanes))
-            v = builder.load(builder.bitcast(builder.gep(sp, [i]), vptr), align=align)
-            builder.store(builder.fadd(v, bv), builder.bitcast(builder.gep(dp, [i]), vptr),
-                          align=align)
-        done = builder.mul(nvec, ir.Constant(i64, lanes))
+            i = builder.mul(loop.index, ir.Constant(I64, vec.lanes))
+            vec.store(builder.fadd(vec.load(sp, i), bv), dp, i)
+        done = builder.mul(nvec, ir.Constant(I64, vec.lanes))
         with cgutils.for_range(builder, builder.sub(n_v, done)) as loop:
             i = builder.add(done, loop.index)
             builder.store(builder.fadd(builder.load(builder.gep(sp, [i])), b_v),
@@ -250,41 +246,32 @@ def split2_run(typingctx, dst, d0, d1, src, s, n):
 
     def codegen(context, builder, signature, args):
         dst_v, d0_v, d1_v, src_v, s_v, n_v = args
-        aty = signature.args[0]
-        fty = context.get_value_type(aty.dtype)
-        lanes = _lanes(aty.dtype)
-        vty = ir.VectorType(fty, lanes)
-        vptr = vty.as_pointer()
-        align = 4 if aty.dtype == types.float32 else 8
-        i32 = ir.IntType(32)
-        i64 = ir.IntType(64)
-        dp = context.make_array(aty)(context, builder, dst_v).data
+        at = signature.args
+        vec = _Vec(context, builder, at[0].dtype)
+        lanes = vec.lanes
+        dp = _data(context, builder, at[0], dst_v)
         p0 = builder.gep(dp, [d0_v])
         p1 = builder.gep(dp, [d1_v])
-        sp = builder.gep(context.make_array(signature.args[3])(context, builder, src_v).data,
-                         [s_v])
-        even = ir.Constant(ir.VectorType(i32, lanes), [ir.Constant(i32, 2 * i)
+        sp = builder.gep(_data(context, builder, at[3], src_v), [s_v])
+        even = ir.Constant(ir.VectorType(I32, lanes), [ir.Constant(I32, 2 * i)
                                                        for i in range(lanes)])
-        odd = ir.Constant(ir.VectorType(i32, lanes), [ir.Constant(i32, 2 * i + 1)
+        odd = ir.Constant(ir.VectorType(I32, lanes), [ir.Constant(I32, 2 * i + 1)
                                                       for i in range(lanes)])
-        nvec = builder.sdiv(n_v, ir.Constant(i64, lanes))
+        nvec = builder.sdiv(n_v, ir.Constant(I64, lanes))
         with cgutils.for_range(builder, nvec) as loop:
-            i = builder.mul(loop.index, ir.Constant(i64, lanes))
-            src_i = builder.gep(sp, [builder.mul(i, ir.Constant(i64, 2))])
-            a = builder.load(builder.bitcast(src_i, vptr), align=align)
-            b = builder.load(builder.bitcast(builder.gep(src_i, [ir.Constant(i64, lanes)]),
-                                             vptr), align=align)
-            builder.store(builder.shuffle_vector(a, b, even),
-                          builder.bitcast(builder.gep(p0, [i]), vptr), align=align)
-            builder.store(builder.shuffle_vector(a, b, odd),
-                          builder.bitcast(builder.gep(p1, [i]), vptr), align=align)
-        done = builder.mul(nvec, ir.Constant(i64, lanes))
+            i = builder.mul(loop.index, ir.Constant(I64, lanes))
+            src_i = builder.gep(sp, [builder.mul(i, ir.Constant(I64, 2))])
+            a = vec.load(src_i)
+            b = vec.load(src_i, lanes)
+            vec.store(builder.shuffle_vector(a, b, even), p0, i)
+            vec.store(builder.shuffle_vector(a, b, odd), p1, i)
+        done = builder.mul(nvec, ir.Constant(I64, lanes))
         with cgutils.for_range(builder, builder.sub(n_v, done)) as loop:
             i = builder.add(done, loop.index)
-            two_i = builder.mul(i, ir.Constant(i64, 2))
+            two_i = builder.mul(i, ir.Constant(I64, 2))
             builder.store(builder.load(builder.gep(sp, [two_i])), builder.gep(p0, [i]))
             builder.store(builder.load(builder.gep(sp, [builder.add(two_i, ir.Constant(
-                i64, 1))])), builder.gep(p1, [i]))
+                I64, 1))])), builder.gep(p1, [i]))
         return context.get_dummy_value()
 
     return sig, codegen
