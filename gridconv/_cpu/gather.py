@@ -518,6 +518,34 @@ def _fill_split_planes(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, o
     return ys, xs
 
 
+@njit(inline="always")
+def _fill_runs(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, offx, mapz, mapy,
+               mapx, qlo, step, slab, plane, idx):
+    """The planar slab of the direct kernels: rows split into ``step`` phases when the
+    outputs of one stack are ``step > 1`` apart along x. Returns (ys, xs)."""
+    if step == 1:
+        return _fill_planes(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, offx,
+                            mapz, mapy, mapx, qlo, slab, plane, idx)
+    return _fill_split_planes(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, offx,
+                              mapz, mapy, mapx, qlo, step, slab, plane, idx)
+
+
+@njit(inline="always")
+def _unit_offsets(uoff, cs, offz, offy, offx, ys, plane, step, xq, x0):
+    """Where each unit's run starts in a :func:`_fill_runs` slab, for the tile's first
+    row and first output at slab column ``x0``: units channel-major, then taps (z, y, x);
+    slab rows of ``step`` phases of ``xq``."""
+    u = 0
+    for c in range(cs):
+        for a in range(offz.shape[0]):
+            for bb in range(offy.shape[0]):
+                yy = (offz[a] - offz[0]) * ys + offy[bb] - offy[0]
+                for e in range(offx.shape[0]):
+                    xrel = x0 + offx[e] - offx[0]
+                    uoff[u] = c * plane + (yy * step + xrel % step) * xq + xrel // step
+                    u += 1
+
+
 # (channels, vectors) of the register blocks: 12 accumulators where the channels allow
 # (two FMA pipes of 5-cycle latency need about 10 in flight), fewer loads per FMA first.
 _MK6, _MK5, _MK4, _MK3, _MK2, _MK1 = (
@@ -634,13 +662,8 @@ def gather_direct(src, wpk, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, ma
         for task in range(th, ntask, nth):
             n, g, mz, my0, my1, mx0, mx1 = _tile_bounds(
                 task, ng, m[0], nyb, nxb, m[1], m[2], rows, cols)
-            if step == 1:
-                ys, xs = _fill_planes(src, n, g * cs, cs, mz, my0, my1, mx0, mx1, ss, offz,
-                                      offy, offx, mapz, mapy, mapx, qlo, slab, plane, idx)
-            else:
-                ys, xs = _fill_split_planes(src, n, g * cs, cs, mz, my0, my1, mx0, mx1, ss,
-                                            offz, offy, offx, mapz, mapy, mapx, qlo, step,
-                                            slab, plane, idx)
+            ys, xs = _fill_runs(src, n, g * cs, cs, mz, my0, my1, mx0, mx1, ss, offz, offy,
+                                offx, mapz, mapy, mapx, qlo, step, slab, plane, idx)
             xq = _split_extent(xs, step)
             rlen = step * xq  # slab elements per source row
             ncols = mx1 - mx0
@@ -651,16 +674,7 @@ def gather_direct(src, wpk, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, ma
                     continue
                 # the units' slab offsets for the tile's first row; row yr reads
                 # yr*ss[1] source rows further
-                u = 0
-                for c in range(cs):
-                    for a in range(tz):
-                        for bb in range(ty):
-                            yy = (offz[a] - offz[0]) * ys + offy[bb] - offy[0]
-                            for e in range(tx):
-                                xrel = ss[2] * xr0 + offx[e] - offx[0]
-                                uoff[u] = (c * plane + (yy * step + xrel % step) * xq
-                                           + xrel // step)
-                                u += 1
+                _unit_offsets(uoff, cs, offz, offy, offx, ys, plane, step, xq, ss[2] * xr0)
                 # Accumulator row yr sits at yr*rlen, as the merged span lays it out,
                 # so each channel's tile is stored in one pass. A block's overshoot past
                 # a row lands in the next row's part before that is initialised.
@@ -838,13 +852,8 @@ def weight_grad_blocked(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, ql
         for task in range(th, ntask, nth):
             n, g, mz, my0, my1, mx0, mx1 = _tile_bounds(
                 task, ng, m[0], nyb, nxb, m[1], m[2], rows, cols)
-            if step == 1:
-                ys, xs = _fill_planes(src, n, g * cs, cs, mz, my0, my1, mx0, mx1, ss, offz,
-                                      offy, offx, mapz, mapy, mapx, qlo, slab, plane, idx)
-            else:
-                ys, xs = _fill_split_planes(src, n, g * cs, cs, mz, my0, my1, mx0, mx1, ss,
-                                            offz, offy, offx, mapz, mapy, mapx, qlo, step,
-                                            slab, plane, idx)
+            ys, xs = _fill_runs(src, n, g * cs, cs, mz, my0, my1, mx0, mx1, ss, offz, offy,
+                                offx, mapz, mapy, mapx, qlo, step, slab, plane, idx)
             xq = _split_extent(xs, step)
             rlen = step * xq
             ncols = mx1 - mx0
@@ -867,16 +876,7 @@ def weight_grad_blocked(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, ql
                     # the gap columns read slab halo values: their rows are zero
                     for i in range((q * rlen + ncols) * odp, (q + 1) * rlen * odp):
                         gt[i] = zero
-            u = 0
-            for c in range(cs):
-                for a in range(tz):
-                    for bb in range(ty):
-                        yy = (offz[a] - offz[0]) * ys + offy[bb] - offy[0]
-                        for e in range(tx):
-                            xrel = offx[e] - offx[0]
-                            uoff[u] = (c * plane + (yy * step + xrel % step) * xq
-                                       + xrel // step)
-                            u += 1
+            _unit_offsets(uoff, cs, offz, offy, offx, ys, plane, step, xq, 0)
             # the units' runs stay in L1 while every block of channels reads them
             for blk in range(nblk):
                 u0, mu = _channel_block(blk, nblk, nunit)
