@@ -71,6 +71,24 @@ class _Vec:
                                ir.Constant(I32, 0))
         return b.shuffle_vector(one, ir.Constant(self.vty, ir.Undefined), mask)
 
+    def accumulators(self, outp, ld, nrow, nv):
+        """An ``nrow x nv`` tile of vector accumulators loaded from ``outp`` (rows ``ld``
+        apart): the row pointers and one alloca per vector (LLVM's mem2reg turns the
+        allocas into registers)."""
+        b = self.builder
+        rows = [b.gep(outp, [b.mul(ld, ir.Constant(I64, r))]) for r in range(nrow)]
+        slots = [[cgutils.alloca_once(b, self.vty) for _ in range(nv)] for _ in range(nrow)]
+        for r in range(nrow):
+            for v in range(nv):
+                b.store(self.load(rows[r], v * self.lanes), slots[r][v])
+        return rows, slots
+
+    def write_back(self, rows, slots):
+        """Store an :meth:`accumulators` tile back where it was loaded from."""
+        for row, row_slots in zip(rows, slots, strict=True):
+            for v, slot in enumerate(row_slots):
+                self.store(self.builder.load(slot), row, v * self.lanes)
+
     def fma_function(self):
         suffix = f"v{self.lanes}{'f32' if self.dtype == types.float32 else 'f64'}"
         return cgutils.get_or_insert_function(
@@ -100,14 +118,7 @@ def make_micro(mr: int, nv: int):
             uoffp = _data(context, builder, at[4], uoff_v)
             wp = _data(context, builder, at[5], w_v)
             fma = vec.fma_function()
-            rows = [builder.gep(outp, [builder.mul(ld_v, ir.Constant(I64, r))])
-                    for r in range(mr)]
-            # carried accumulators as allocas: LLVM's mem2reg turns them into registers
-            slots = [[cgutils.alloca_once(builder, vec.vty) for _ in range(nv)]
-                     for _ in range(mr)]
-            for r in range(mr):
-                for v in range(nv):
-                    builder.store(vec.load(rows[r], v * vec.lanes), slots[r][v])
+            rows, slots = vec.accumulators(outp, ld_v, mr, nv)
             with cgutils.for_range(builder, nunit_v) as loop:
                 u = loop.index
                 run = builder.gep(slabp, [builder.add(base_v, builder.load(
@@ -137,9 +148,7 @@ def make_micro(mr: int, nv: int):
                         xv = vec.load(run, v * vec.lanes)
                         for r in range(mr):
                             step(r, v, wbs[r], xv)
-            for r in range(mr):
-                for v in range(nv):
-                    vec.store(builder.load(slots[r][v]), rows[r], v * vec.lanes)
+            vec.write_back(rows, slots)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -176,13 +185,7 @@ def make_outer(mu: int, nv: int):
             fma = vec.fma_function()
             runs = [builder.gep(slabp, [builder.load(builder.gep(
                 uoffp, [builder.add(u0_v, ir.Constant(I64, j))]))]) for j in range(mu)]
-            rows = [builder.gep(outp, [builder.mul(ld_v, ir.Constant(I64, j))])
-                    for j in range(mu)]
-            slots = [[cgutils.alloca_once(builder, vec.vty) for _ in range(nv)]
-                     for _ in range(mu)]
-            for j in range(mu):
-                for v in range(nv):
-                    builder.store(vec.load(rows[j], v * vec.lanes), slots[j][v])
+            rows, slots = vec.accumulators(outp, ld_v, mu, nv)
             with cgutils.for_range(builder, nrow_v) as rloop:
                 q = rloop.index
                 shift = builder.mul(q, rstride_v)
@@ -199,9 +202,7 @@ def make_outer(mu: int, nv: int):
                             s = slots[j][v]
                             builder.store(builder.call(fma, [xb, gs[v], builder.load(s)]),
                                           s)
-            for j in range(mu):
-                for v in range(nv):
-                    vec.store(builder.load(slots[j][v]), rows[j], v * vec.lanes)
+            vec.write_back(rows, slots)
             return context.get_dummy_value()
 
         return sig, codegen
