@@ -583,6 +583,21 @@ def _block_narrow(mr, acc, ld, slab, base, uoff, w, woff, nunit):
 
 
 @njit(inline="always")
+def _block_width(mr):
+    """Vectors per block of :func:`_block_rows` for ``mr`` channels."""
+    return (8, 6, 4, 3, 2, 2)[mr - 1]
+
+
+@njit(inline="always")
+def _merge_pays(nrows, rlen, ncols, width):
+    """Whether a tile's rows run as one span (its gap columns computed and discarded)
+    costs fewer blocks of ``width`` positions than running them one by one (each row's
+    last block partly wasted)."""
+    merged = ((nrows - 1) * rlen + ncols + width - 1) // width
+    return merged < nrows * ((ncols + width - 1) // width)
+
+
+@njit(inline="always")
 def _block_rows(mr, acc, ld, slab, roff, uoff, w, woff, nunit, span, lanes):
     """``acc[r*ld + p] += sum_u w[woff + u*mr + r] * slab[roff + uoff[u] + p]`` for
     ``r < mr`` and ``p < span`` (rounded up to the block's width), with the widest block
@@ -652,6 +667,7 @@ def gather_direct(src, wpk, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, ma
     # columns discarded) when output rows map to consecutive slab rows of one stack.
     merge = step == 1 and ss[1] == 1 and t[1] == 1
     nblk = (od + 5) // 6
+    width = narrow if od > 6 else _block_width(od) * lanes
     for th in prange(nth):
         # zeroed once: the blocks read up to ``slack`` past the last plane
         slab = np.zeros(plane * cs + slack, src.dtype)
@@ -678,10 +694,10 @@ def gather_direct(src, wpk, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, ma
                 # Accumulator row yr sits at yr*rlen, as the merged span lays it out,
                 # so each channel's tile is stored in one pass. A block's overshoot past
                 # a row lands in the next row's part before that is initialised.
-                ngroups = 1 if merge else nrows
-                for grp in range(ngroups):
-                    yr = 0 if merge else grp
-                    nr = nrows if merge else 1
+                one = merge and _merge_pays(nrows, rlen, nx, width)
+                for grp in range(1 if one else nrows):
+                    yr = 0 if one else grp
+                    nr = nrows if one else 1
                     span = (nr - 1) * rlen + nx
                     roff = yr * ss[1] * rlen
                     aoff = yr * rlen
@@ -821,11 +837,10 @@ def weight_grad_blocked(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, ql
     (units channel-major, then taps, as in :func:`gather_direct`; ``odp``: od rounded up
     to the register block's 2 vectors, the extra columns zero).
 
-    Per tile the output gradient is laid out positions-major (``gt[p, o]``, zero in the
-    gap columns between merged rows) and blocks of up to 6 units x 2 vectors of channels
-    accumulate in registers over all the tile's positions (see
-    :func:`gridconv._cpu.micro.make_outer`). Strided rows use phase-split slab rows as in
-    :func:`gather_direct`.
+    Per tile the output gradient is laid out positions-major (``gt[p, o]``) and blocks
+    of up to 6 units x 2 vectors of channels accumulate in registers over all the tile's
+    positions (see :func:`gridconv._cpu.micro.make_outer`). Strided rows use phase-split
+    slab rows as in :func:`gather_direct`.
     """
     nsamp = src.shape[0]
     cs = src.shape[1] // ng
@@ -839,8 +854,6 @@ def weight_grad_blocked(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, ql
     plane = zs * ys_max * step * _split_extent(xs_max, step)
     nunit = cs * tz * ty * tx
     lanes = 32 // src.itemsize
-    merge = step == 1 and ss[1] == 1
-    zero = src.dtype.type(0)
     partial = np.zeros((nth, ng, nunit, odp), src.dtype)
     nblk = (nunit + 5) // 6
     for th in prange(nth):
@@ -859,30 +872,22 @@ def weight_grad_blocked(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, ql
             ncols = mx1 - mx0
             nrows = my1 - my0
             part = partial[th, g].reshape(nunit * odp)
-            # Merged rows: one run of ``span`` positions (gap columns zero in gt).
-            # Otherwise ``nrows`` runs of ``ncols``, ``ss[1]`` slab rows apart, and gt
-            # holds the rows back to back; either way the blocks accumulate over the
-            # whole tile.
-            npos = (nrows - 1) * rlen + ncols if merge else ncols
-            nrun = 1 if merge else nrows
-            rstride = ss[1] * rlen
-            gstride = rlen if merge else ncols
+            # The tile's rows are ``nrows`` runs of ``ncols``, ``ss[1]`` slab rows apart,
+            # and gt holds them back to back; the blocks accumulate over the whole tile.
+            # (Rows run one by one, not merged into one span: the gap columns between
+            # them would be work thrown away.)
             for q in range(nrows):
                 for o in range(od):
                     grow = gout[n, g * od + o, mz, my0 + q]
                     for i in range(ncols):
-                        gt[(q * gstride + i) * odp + o] = grow[mx0 + i]
-                if merge and q < nrows - 1:
-                    # the gap columns read slab halo values: their rows are zero
-                    for i in range((q * rlen + ncols) * odp, (q + 1) * rlen * odp):
-                        gt[i] = zero
+                        gt[(q * ncols + i) * odp + o] = grow[mx0 + i]
             _unit_offsets(uoff, cs, offz, offy, offx, ys, plane, step, xq, 0)
             # the units' runs stay in L1 while every block of channels reads them
             for blk in range(nblk):
                 u0, mu = _channel_block(blk, nblk, nunit)
                 for o0 in range(0, odp, 2 * lanes):
                     _outer_block(mu, part[u0 * odp + o0:], odp, slab, uoff, u0, gt, o0, odp,
-                                 npos, nrun, rstride)
+                                 ncols, nrows, ss[1] * rlen)
     return partial
 
 
