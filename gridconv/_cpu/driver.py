@@ -7,6 +7,7 @@ public layer (:mod:`gridconv.conv`) has already validated and lifted them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 
 import numba
@@ -113,18 +114,35 @@ def pack_weight(w6: np.ndarray, axes: list[Axis]) -> np.ndarray:
     return out
 
 
-def pack_blocks(wu: np.ndarray) -> np.ndarray:
-    """(P, G, D, U) unit weights -> (P, G, D*U): the destination channels in the
-    near-equal blocks of at most 6 of ``gather._channel_block``, each laid out (U, mr),
-    the order in which ``gather_direct``'s register blocks read them."""
-    p, g, d, u = wu.shape
-    out = np.empty((p, g, d * u), dtype=wu.dtype)
+@functools.lru_cache(maxsize=256)
+def _block_order(d: int, s: int, kshape: tuple, kz: tuple, ky: tuple, kx: tuple) -> np.ndarray:
+    """Where each packed weight of :func:`pack_blocks` comes from in a flattened
+    ``(D, S, Kz, Ky, Kx)`` weight row (cached: it depends on the geometry only)."""
+    taps = ((np.asarray(kz)[:, None, None] * kshape[1] + np.asarray(ky)[None, :, None])
+            * kshape[2] + np.asarray(kx)[None, None, :]).ravel()
+    nk = kshape[0] * kshape[1] * kshape[2]
+    # unit u = (channel, tap) channel-major; source index of (o, u)
+    src = (np.arange(d)[:, None, None] * s * nk + np.arange(s)[None, :, None] * nk
+           + taps[None, None, :]).reshape(d, -1)
+    u = src.shape[1]
+    order = np.empty(d * u, dtype=np.int64)
     nblk = -(-d // 6)
     for blk in range(nblk):
         o0, mr = k._channel_block(blk, nblk, d)
-        part = wu[:, :, o0: o0 + mr].transpose(0, 1, 3, 2).reshape(p, g, -1)
-        out[:, :, o0 * u: (o0 + mr) * u] = part
-    return out
+        order[o0 * u: (o0 + mr) * u] = src[o0: o0 + mr].T.ravel()
+    order.setflags(write=False)
+    return order
+
+
+def pack_blocks(w7: np.ndarray, axes: list[Axis]) -> np.ndarray:
+    """(P, G, D, S, Kz, Ky, Kx) weights -> (P, G, D*U): the ``U = S*Tz*Ty*Tx`` units
+    (channel-major, then the taps of ``axes``) of the destination channels in the
+    near-equal blocks of at most 6 of ``gather._channel_block``, each laid out (U, mr),
+    the order in which ``gather_direct``'s register blocks read them. One gather through
+    a cached index: the weights are copied once."""
+    p, g, d, s = w7.shape[:4]
+    order = _block_order(d, s, w7.shape[4:], *(tuple(a.kidx.tolist()) for a in axes))
+    return np.take(w7.reshape(p, g, -1), order, axis=2)
 
 
 def gather(src: np.ndarray, w6: np.ndarray, bias, dst: np.ndarray, axes: list[Axis],
@@ -153,8 +171,7 @@ def gather(src: np.ndarray, w6: np.ndarray, bias, dst: np.ndarray, axes: list[Ax
     merged = flat and tiles[1] == 1 and tiles[2] == 1
     long_rows = axes[2].m // tiles[2] >= _DIRECT_MIN_ROW
     if od <= _DIRECT_MAX_OUT or merged or long_rows:
-        taps = w7[:, :, :, :, axes[0].kidx][..., axes[1].kidx, :][..., axes[2].kidx]
-        taps = pack_blocks(taps.reshape(taps.shape[:3] + (-1,)))
+        taps = pack_blocks(w7, axes)
         rows, cols = _direct_tile(m, src.shape[0] * w7.shape[1],
                                   2048 if od < 4 else _DIRECT_SPAN)
         work = src.shape[0] * int(np.prod(m)) * taps[0].size
