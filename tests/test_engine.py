@@ -1,10 +1,11 @@
 """Each route of the CPU engine (gridconv._cpu.driver) against the plain-NumPy reference.
 
 The property tests in test_conv.py draw small problems; the engine picks its kernels by
-shape (register blocks of up to 6 channels, reduction chunks of 128 units, long strided
-rows on phase-split slabs, the blocked weight gradient from 8 channels, the one-pass
-transposed convolution when kernel == stride). These cases are sized to reach each of
-them, and check with a spy that the intended kernel ran.
+shape (register blocks of up to 6 channels, reduction chunks of 128 units, rows
+accumulated in the output itself, long strided rows on phase-split slabs, the blocked
+weight gradient from 8 channels, the one-pass transposed convolution when kernel ==
+stride). These cases are sized to reach each of them, and check with a spy that the
+intended kernel ran.
 """
 
 from __future__ import annotations
@@ -66,6 +67,13 @@ CASES = [
     ((2, 6, 16, 16), (12, 6, 3, 3), dict(stride=2, padding=1), {"gather"}),
     # 7 channels in one block, 200 units in one chunk of 128 and one of 72
     ((1, 8, 30), (7, 8, 25), dict(padding="same"), {"gather_direct"}),
+    # rows of 31 (of 63) run one by one: their whole blocks accumulate in the output
+    # itself, the last chunk writing it; the partial last block goes through the
+    # accumulator tile (13 channels, two chunks; 3 channels, one block)
+    ((2, 16, 5, 31), (13, 16, 3, 3), dict(padding=1), {"gather_direct"}),
+    ((1, 3, 4, 63), (3, 3, 3, 3), dict(padding=1), {"gather_direct"}),
+    # 3-D rows of 32: whole blocks only
+    ((1, 4, 3, 4, 32), (8, 4, 3, 3, 3), dict(padding=1), {"gather_direct"}),
 ]
 
 

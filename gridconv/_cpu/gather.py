@@ -565,21 +565,23 @@ def _channel_block(blk, nblk, od):
 
 
 @njit(inline="always")
-def _block_narrow(mr, acc, ld, slab, base, uoff, w, woff, nunit):
-    """One block of ``mr`` channels x 2 vectors (any ``mr <= 6``): ``acc[r*ld + j] +=
-    sum_u w[woff + u*mr + r] * slab[base + uoff[u] + j]``."""
+def _block_narrow(mr, out, ld, dest, dld, slab, base, uoff, w, woff, nunit, bias, boff):
+    """One block of ``mr`` channels x 2 vectors (any ``mr <= 6``): ``dest[r*dld + j] =
+    out[r*ld + j] + sum_u w[woff + u*mr + r] * slab[base + uoff[u] + j]`` (starting at
+    ``bias[boff + r]`` instead of ``out`` when ``boff >= 0``, see
+    :func:`gridconv._cpu.micro.make_micro`)."""
     if mr == 6:
-        _MK6(acc, ld, slab, base, uoff, w, woff, nunit)
+        _MK6(out, ld, dest, dld, slab, base, uoff, w, woff, nunit, bias, boff)
     elif mr == 5:
-        _MK5(acc, ld, slab, base, uoff, w, woff, nunit)
+        _MK5(out, ld, dest, dld, slab, base, uoff, w, woff, nunit, bias, boff)
     elif mr == 4:
-        _NK4(acc, ld, slab, base, uoff, w, woff, nunit)
+        _NK4(out, ld, dest, dld, slab, base, uoff, w, woff, nunit, bias, boff)
     elif mr == 3:
-        _NK3(acc, ld, slab, base, uoff, w, woff, nunit)
+        _NK3(out, ld, dest, dld, slab, base, uoff, w, woff, nunit, bias, boff)
     elif mr == 2:
-        _NK2(acc, ld, slab, base, uoff, w, woff, nunit)
+        _NK2(out, ld, dest, dld, slab, base, uoff, w, woff, nunit, bias, boff)
     else:
-        _NK1(acc, ld, slab, base, uoff, w, woff, nunit)
+        _NK1(out, ld, dest, dld, slab, base, uoff, w, woff, nunit, bias, boff)
 
 
 @njit(inline="always")
@@ -598,28 +600,67 @@ def _merge_pays(nrows, rlen, ncols, width):
 
 
 @njit(inline="always")
-def _block_rows(mr, acc, ld, slab, roff, uoff, w, woff, nunit, span, lanes):
-    """``acc[r*ld + p] += sum_u w[woff + u*mr + r] * slab[roff + uoff[u] + p]`` for
-    ``r < mr`` and ``p < span`` (rounded up to the block's width), with the widest block
-    that ``mr`` channels allow."""
+def _block_rows(mr, dest, dbase, dld, slab, roff, uoff, w, nunit, p0, p1, bias, boff, lanes):
+    """``dest[dbase + r*dld + p] = bias[boff + r] + sum_u w[u*mr + r] * slab[roff +
+    uoff[u] + p]`` for ``r < mr`` and ``p0 <= p < p1`` (rounded up to the block's width),
+    with the widest block that ``mr`` channels allow, over the whole reduction."""
     if mr == 6:
-        for p in range(0, span, 2 * lanes):
-            _MK6(acc[p:], ld, slab, roff + p, uoff, w, woff, nunit)
+        for p in range(p0, p1, 2 * lanes):
+            o = dest[dbase + p:]
+            _MK6(o, dld, o, dld, slab, roff + p, uoff, w, 0, nunit, bias, boff)
     elif mr == 5:
-        for p in range(0, span, 2 * lanes):
-            _MK5(acc[p:], ld, slab, roff + p, uoff, w, woff, nunit)
+        for p in range(p0, p1, 2 * lanes):
+            o = dest[dbase + p:]
+            _MK5(o, dld, o, dld, slab, roff + p, uoff, w, 0, nunit, bias, boff)
     elif mr == 4:
-        for p in range(0, span, 3 * lanes):
-            _MK4(acc[p:], ld, slab, roff + p, uoff, w, woff, nunit)
+        for p in range(p0, p1, 3 * lanes):
+            o = dest[dbase + p:]
+            _MK4(o, dld, o, dld, slab, roff + p, uoff, w, 0, nunit, bias, boff)
     elif mr == 3:
-        for p in range(0, span, 4 * lanes):
-            _MK3(acc[p:], ld, slab, roff + p, uoff, w, woff, nunit)
+        for p in range(p0, p1, 4 * lanes):
+            o = dest[dbase + p:]
+            _MK3(o, dld, o, dld, slab, roff + p, uoff, w, 0, nunit, bias, boff)
     elif mr == 2:
-        for p in range(0, span, 6 * lanes):
-            _MK2(acc[p:], ld, slab, roff + p, uoff, w, woff, nunit)
+        for p in range(p0, p1, 6 * lanes):
+            o = dest[dbase + p:]
+            _MK2(o, dld, o, dld, slab, roff + p, uoff, w, 0, nunit, bias, boff)
     else:
-        for p in range(0, span, 8 * lanes):
-            _MK1(acc[p:], ld, slab, roff + p, uoff, w, woff, nunit)
+        for p in range(p0, p1, 8 * lanes):
+            o = dest[dbase + p:]
+            _MK1(o, dld, o, dld, slab, roff + p, uoff, w, 0, nunit, bias, boff)
+
+
+@njit(inline="always")
+def _reduce(od, acc, abase, ld, dest, dbase, dld, slab, roff, uoff, w, nunit, chunk, p0,
+            p1, bias, boff, lanes):
+    """``dest[dbase + o*dld + p] = bias[boff + o] + sum_u w(o, u) * slab[roff + uoff[u] +
+    p]`` for the ``od`` channels and positions ``p0 <= p < p1`` (``p0`` a multiple of the
+    block width, ``p1`` rounded up to it).
+
+    With ``od <= 6``, one block of all the channels runs the whole reduction. Otherwise
+    near-equal blocks of at most 6 channels run it in chunks of ``chunk`` units, whose
+    slab runs for a block of positions stay in L1 while every block of channels reads
+    them; the partial sums wait in ``acc`` (at ``abase``, rows ``ld`` apart), and the
+    last chunk writes ``dest``. (``dest`` may be ``acc``; when it is the destination
+    array its channel rows may be a power of two apart, and its lines, all in one cache
+    set, would not survive from one chunk to the next.)
+    """
+    if od <= 6:
+        _block_rows(od, dest, dbase, dld, slab, roff, uoff, w, nunit, p0, p1, bias, boff,
+                    lanes)
+        return
+    nblk = (od + 5) // 6
+    for u0 in range(0, nunit, chunk):
+        ku = min(chunk, nunit - u0)
+        uo = uoff[u0:]
+        last = u0 + ku == nunit
+        for p in range(p0, p1, 2 * lanes):
+            for blk in range(nblk):
+                o0, mr = _channel_block(blk, nblk, od)
+                a = acc[abase + o0 * ld + p:]
+                d = dest[dbase + o0 * dld + p:] if last else a
+                _block_narrow(mr, a, ld, d, dld if last else ld, slab, roff + p, uo, w,
+                              o0 * nunit + u0 * mr, ku, bias, boff + o0 if u0 == 0 else -1)
 
 
 @njit(parallel=True, **JIT)
@@ -657,17 +698,25 @@ def gather_direct(src, wpk, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, ma
     xs_max = ss[2] * (cols - 1) + offx[tx - 1] - offx[0] + 1
     # a split row has step phases of xq elements: up to step - 1 more than xs
     plane = zs * ys_max * step * _split_extent(xs_max, step)
-    has_bias = bias.shape[0] > 0
     zero = src.dtype.type(0)
+    # the sums start at the bias (see _reduce): one value per computed channel
+    start = bias if bias.shape[0] > 0 else np.zeros(ng * od, src.dtype)
     nunit = cs * tz * ty * tx
     lanes = 32 // src.itemsize
     slack = _MAX_NV * lanes
-    narrow = 2 * lanes  # positions per block when od > 6
     # Rows of the tile can be run as one long span (the slab's row stride apart, the gap
     # columns discarded) when output rows map to consecutive slab rows of one stack.
     merge = step == 1 and ss[1] == 1 and t[1] == 1
-    nblk = (od + 5) // 6
-    width = narrow if od > 6 else _block_width(od) * lanes
+    width = 2 * lanes if od > 6 else _block_width(od) * lanes
+    # Rows of consecutive destination positions take their whole blocks in place (the
+    # last chunk of the reduction writes ``dst``: no store pass); only the last, partial
+    # block of a row goes through ``acc``, as everything does otherwise. Measured: this
+    # pays for tiles of many short rows (2-D, 3-D: 13-36% faster where the output is
+    # large), whose store pass costs a call per row and channel, and not for the long
+    # rows of 1-D tiles (up to 15% slower), which the store pass streams out whole.
+    inplace = not placed and t[2] == 1 and ds[2] == 1 and m[1] > 1
+    nz, ny, nx_all = dst.shape[2], dst.shape[3], dst.shape[4]
+    dflat = dst.reshape(dst.size)  # C-contiguous: a view
     for th in prange(nth):
         # zeroed once: the blocks read up to ``slack`` past the last plane
         slab = np.zeros(plane * cs + slack, src.dtype)
@@ -693,46 +742,35 @@ def gather_direct(src, wpk, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, ma
                 _unit_offsets(uoff, cs, offz, offy, offx, ys, plane, step, xq, ss[2] * xr0)
                 # Accumulator row yr sits at yr*rlen, as the merged span lays it out,
                 # so each channel's tile is stored in one pass. A block's overshoot past
-                # a row lands in the next row's part before that is initialised.
+                # a row lands in later rows' parts, which are computed after it.
                 one = merge and _merge_pays(nrows, rlen, nx, width)
+                full = 0 if one or not inplace else nx // width * width
                 for grp in range(1 if one else nrows):
                     yr = 0 if one else grp
-                    nr = nrows if one else 1
-                    span = (nr - 1) * rlen + nx
+                    span = ((nrows - 1) * rlen if one else 0) + nx
                     roff = yr * ss[1] * rlen
-                    aoff = yr * rlen
                     stack = ((mz % t[0]) * t[1] + (my0 + yr) % t[1]) * t[2] + sx
                     wg = wpk[stack, g]
-                    # the accumulators start at the bias, as far as the blocks reach
-                    reach = span + slack if od <= 6 else (span + narrow - 1) // narrow * narrow
-                    for o in range(od):
-                        b = bias[g * od + o] if has_bias else zero
-                        arow = acc[o * ld + aoff: o * ld + aoff + reach]
-                        for i in range(reach):
-                            arow[i] = b
-                    if od <= 6:
-                        _block_rows(od, acc[aoff:], ld, slab, roff, uoff, wg, 0, nunit, span,
-                                    lanes)
-                    else:
-                        # Chunks of the reduction: the slab runs of a chunk for a few
-                        # positions stay in L1 while every block of channels reads them.
-                        for u0 in range(0, nunit, chunk):
-                            ku = min(chunk, nunit - u0)
-                            uo = uoff[u0:]
-                            for p in range(0, span, narrow):
-                                for blk in range(nblk):
-                                    o0, mr = _channel_block(blk, nblk, od)
-                                    _block_narrow(mr, acc[o0 * ld + aoff + p:], ld, slab,
-                                                  roff + p, uo, wg, o0 * nunit + u0 * mr, ku)
+                    aoff = yr * rlen
+                    if full > 0:
+                        drow = (((n * dst.shape[1] + g * od) * nz + d0[0] + ds[0] * mz) * ny
+                                + d0[1] + ds[1] * (my0 + yr)) * nx_all + d0[2] + mx0
+                        _reduce(od, acc, aoff, ld, dflat, drow, nz * ny * nx_all, slab, roff,
+                                uoff, wg, nunit, chunk, 0, full, start, g * od, lanes)
+                    if full < span:
+                        _reduce(od, acc, aoff, ld, acc, aoff, ld, slab, roff, uoff, wg, nunit,
+                                chunk, full, span, start, g * od, lanes)
+                if full == nx:
+                    continue
                 for o in range(od):
                     j = g * od + o
                     dc, sz, sy, sxo = j, 0, 0, 0
                     if placed:
                         dc, sz, sy, sxo = place[j, 0], place[j, 1], place[j, 2], place[j, 3]
                     _store_tile(dst[n, dc, d0[0] + ds[0] * mz + sz],
-                                acc[o * ld: o * ld + (nrows - 1) * rlen + nx], rlen, zero,
-                                nrows, nx, d0[1] + ds[1] * my0 + sy, ds[1],
-                                d0[2] + ds[2] * (mx0 + xr0) + sxo, ds[2] * t[2])
+                                acc[o * ld + full: o * ld + (nrows - 1) * rlen + nx], rlen,
+                                zero, nrows, nx - full, d0[1] + ds[1] * my0 + sy, ds[1],
+                                d0[2] + ds[2] * (mx0 + xr0 + t[2] * full) + sxo, ds[2] * t[2])
 
 
 @njit(parallel=True, **JIT)

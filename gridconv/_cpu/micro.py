@@ -71,16 +71,34 @@ class _Vec:
                                ir.Constant(I32, 0))
         return b.shuffle_vector(one, ir.Constant(self.vty, ir.Undefined), mask)
 
-    def accumulators(self, outp, ld, nrow, nv):
+    def accumulators(self, outp, ld, nrow, nv, start=None):
         """An ``nrow x nv`` tile of vector accumulators loaded from ``outp`` (rows ``ld``
         apart): the row pointers and one alloca per vector (LLVM's mem2reg turns the
-        allocas into registers)."""
+        allocas into registers). With ``start = (values, first)`` and ``first >= 0``, row
+        ``r`` starts at ``values[first + r]`` in every lane instead (nothing is read from
+        ``outp``: a reduction's first chunk starts at the bias)."""
         b = self.builder
         rows = [b.gep(outp, [b.mul(ld, ir.Constant(I64, r))]) for r in range(nrow)]
         slots = [[cgutils.alloca_once(b, self.vty) for _ in range(nv)] for _ in range(nrow)]
-        for r in range(nrow):
-            for v in range(nv):
-                b.store(self.load(rows[r], v * self.lanes), slots[r][v])
+
+        def load():
+            for r in range(nrow):
+                for v in range(nv):
+                    b.store(self.load(rows[r], v * self.lanes), slots[r][v])
+
+        if start is None:
+            load()
+            return rows, slots
+        values, first = start
+        with b.if_else(b.icmp_signed(">=", first, ir.Constant(I64, 0))) as (fresh, resume):
+            with fresh:
+                for r in range(nrow):
+                    at = b.gep(values, [b.add(first, ir.Constant(I64, r))])
+                    value = self.splat(b.load(at))
+                    for v in range(nv):
+                        b.store(value, slots[r][v])
+            with resume:
+                load()
         return rows, slots
 
     def write_back(self, rows, slots):
@@ -102,23 +120,32 @@ def _data(context, builder, aty, value):
 
 
 def make_micro(mr: int, nv: int):
-    """An intrinsic ``micro(out, ld, slab, base, uoff, w, woff, nunit)`` for ``mr``
-    channels x ``nv`` vectors (``mr * nv`` accumulators; 12 keep two FMA pipes busy)."""
+    """An intrinsic ``micro(out, ld, dest, dld, slab, base, uoff, w, woff, nunit, bias,
+    boff)`` for ``mr`` channels x ``nv`` vectors (``mr * nv`` accumulators; 12 keep two
+    FMA pipes busy): the sums start at ``out`` (rows ``ld`` apart), or at ``bias[boff +
+    r]`` when ``boff >= 0`` (a reduction's first chunk), and end in ``dest`` (rows
+    ``dld`` apart; ``out`` itself between chunks, the destination array after the last,
+    so that no pass copies them there)."""
 
     @intrinsic
-    def micro(typingctx, out, ld, slab, base, uoff, w, woff, nunit):
-        sig = types.void(out, ld, slab, base, uoff, w, woff, nunit)
+    def micro(typingctx, out, ld, dest, dld, slab, base, uoff, w, woff, nunit, bias, boff):
+        sig = types.void(out, ld, dest, dld, slab, base, uoff, w, woff, nunit, bias, boff)
 
         def codegen(context, builder, signature, args):
-            out_v, ld_v, slab_v, base_v, uoff_v, w_v, woff_v, nunit_v = args
+            (out_v, ld_v, dest_v, dld_v, slab_v, base_v, uoff_v, w_v, woff_v, nunit_v,
+             bias_v, boff_v) = args
             at = signature.args
             vec = _Vec(context, builder, at[0].dtype)
             outp = _data(context, builder, at[0], out_v)
-            slabp = _data(context, builder, at[2], slab_v)
-            uoffp = _data(context, builder, at[4], uoff_v)
-            wp = _data(context, builder, at[5], w_v)
+            slabp = _data(context, builder, at[4], slab_v)
+            uoffp = _data(context, builder, at[6], uoff_v)
+            wp = _data(context, builder, at[7], w_v)
             fma = vec.fma_function()
-            rows, slots = vec.accumulators(outp, ld_v, mr, nv)
+            _, slots = vec.accumulators(outp, ld_v, mr, nv, start=(
+                _data(context, builder, at[10], bias_v), boff_v))
+            destp = _data(context, builder, at[2], dest_v)
+            rows = [builder.gep(destp, [builder.mul(dld_v, ir.Constant(I64, r))])
+                    for r in range(mr)]
             with cgutils.for_range(builder, nunit_v) as loop:
                 u = loop.index
                 run = builder.gep(slabp, [builder.add(base_v, builder.load(
