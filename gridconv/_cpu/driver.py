@@ -219,12 +219,24 @@ def _disjoint_phases(src: np.ndarray, w6: np.ndarray, bias, dst: np.ndarray, tap
     # (G, D, S, Kz, Ky, Kx) -> (G, D*P, S, 1, 1, 1), computed channel (g, d, a, b, e)
     w1 = np.ascontiguousarray(w6.transpose(0, 1, 3, 4, 5, 2)).reshape(g, d * nph, s, 1, 1, 1)
     b1 = None if bias is None else np.repeat(bias, nph)
+    place, axes = _phase_places(g * d, tuple(taps), src.shape[2:])
+    gather(src, w1, b1, dst, list(axes), place=place)
+
+
+@functools.lru_cache(maxsize=64)
+def _phase_places(channels: int, taps: tuple, sizes: tuple):
+    """:func:`_disjoint_phases`' ``place`` table (computed channel (c, a, b, e) goes to
+    channel c at phase (a, b, e)) and its 1x1 axes with destination steps ``taps``;
+    cached, as they depend on the shapes only. (The kernels never write ``place``; it
+    stays writable, as a read-only array would compile a second specialisation.)"""
+    nph = taps[0] * taps[1] * taps[2]
     ph = np.indices(taps).reshape(3, -1).T  # (P, 3): (a, b, e)
-    place = np.concatenate(
-        [np.repeat(np.arange(g * d), nph)[:, None], np.tile(ph, (g * d, 1))], axis=1)
-    axes = [dataclasses.replace(forward_axis(n, n, 1, 1, 1, 0, 0, "zeros"), ds=kk)
-            for n, kk in zip(src.shape[2:], taps, strict=True)]
-    gather(src, w1, b1, dst, axes, place=np.ascontiguousarray(place, dtype=np.int64))
+    place = np.ascontiguousarray(np.concatenate(
+        [np.repeat(np.arange(channels), nph)[:, None], np.tile(ph, (channels, 1))], axis=1),
+        dtype=np.int64)
+    axes = tuple(dataclasses.replace(forward_axis(n, n, 1, 1, 1, 0, 0, "zeros"), ds=kk)
+                 for n, kk in zip(sizes, taps, strict=True))
+    return place, axes
 
 
 def weight_grad(src: np.ndarray, gout: np.ndarray, groups: int, axes: list[Axis],

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .micro import copy_run, make_micro, make_outer, split2_run
+from .micro import claim, copy_run, make_micro, make_outer, split2_run
 
 # fastmath without 'nnan'/'ninf': reductions vectorise, NaNs still propagate.
 FASTMATH = {"reassoc", "contract", "arcp", "nsz", "afn"}
@@ -316,11 +316,15 @@ def gather(src, wmat, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, mapy, ma
     tpad = (rows * cols + 3) // 4 * 4
     nslab = _slab_size(cs, rows, cols, ss, offz, offy, offx)
     has_bias = bias.shape[0] > 0
-    for th in prange(nth):
+    counter = np.zeros(1, np.int64)  # the next tile (see micro.claim)
+    for _th in prange(nth):
         slab = np.empty(nslab, src.dtype)
         patches = np.zeros(tpad * rpad, src.dtype)
         out = np.empty(opad * tpad, src.dtype)
-        for task in range(th, ntask, nth):
+        for _ in range(ntask):
+            task = claim(counter)
+            if task >= ntask:
+                break
             n, g, mz, my0, my1, mx0, mx1 = _tile_bounds(
                 task, ng, m[0], nyb, nxb, m[1], m[2], rows, cols)
             ys, xs = _fill_slab(src, n, g * cs, cs, mz, my0, my1, mx0, mx1, ss, offz, offy,
@@ -361,11 +365,15 @@ def weight_grad(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, qlo, xrun,
     nslab = _slab_size(cs, rows, cols, ss, offz, offy, offx)
     partial = np.zeros((nth, t[0] * t[1] * t[2], ng, opad, rpad), src.dtype)
     zero = src.dtype.type(0)
+    counter = np.zeros(1, np.int64)  # the next tile (see micro.claim)
     for th in prange(nth):
         slab = np.empty(nslab, src.dtype)
         patches = np.zeros(tpad * rpad, src.dtype)
         gbuf = np.zeros(opad * tpad, src.dtype)
-        for task in range(th, ntask, nth):
+        for _ in range(ntask):
+            task = claim(counter)
+            if task >= ntask:
+                break
             n, g, mz, my0, my1, mx0, mx1 = _tile_bounds(
                 task, ng, m[0], nyb, nxb, m[1], m[2], rows, cols)
             ys, xs = _fill_slab(src, n, g * cs, cs, mz, my0, my1, mx0, mx1, ss, offz, offy,
@@ -717,14 +725,18 @@ def gather_direct(src, wpk, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, ma
     inplace = not placed and t[2] == 1 and ds[2] == 1 and m[1] > 1
     nz, ny, nx_all = dst.shape[2], dst.shape[3], dst.shape[4]
     dflat = dst.reshape(dst.size)  # C-contiguous: a view
-    for th in prange(nth):
+    counter = np.zeros(1, np.int64)  # the next tile (see micro.claim)
+    for _th in prange(nth):
         # zeroed once: the blocks read up to ``slack`` past the last plane
         slab = np.zeros(plane * cs + slack, src.dtype)
         ld = max(plane, cols) + slack
         acc = np.empty(max(od, 6) * ld, src.dtype)
         uoff = np.empty(nunit, np.int64)
         idx = np.empty(ys_max + xs_max, np.int64)
-        for task in range(th, ntask, nth):
+        for _ in range(ntask):
+            task = claim(counter)
+            if task >= ntask:
+                break
             n, g, mz, my0, my1, mx0, mx1 = _tile_bounds(
                 task, ng, m[0], nyb, nxb, m[1], m[2], rows, cols)
             ys, xs = _fill_runs(src, n, g * cs, cs, mz, my0, my1, mx0, mx1, ss, offz, offy,
@@ -791,11 +803,15 @@ def weight_grad_direct(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, qlo
     sx = ss[2]
     flat = ss[1] == 1 and ss[2] == 1
     zero = src.dtype.type(0)
+    counter = np.zeros(1, np.int64)  # the next tile (see micro.claim)
     for th in prange(nth):
         slab = np.empty(plane * cs, src.dtype)
         gflat = np.empty(max(plane, rows * cols), src.dtype)
         idx = np.empty(ys_max + xs_max, np.int64)
-        for task in range(th, ntask, nth):
+        for _ in range(ntask):
+            task = claim(counter)
+            if task >= ntask:
+                break
             n, g, mz, my0, my1, mx0, mx1 = _tile_bounds(
                 task, ng, m[0], nyb, nxb, m[1], m[2], rows, cols)
             ys, xs = _fill_planes(src, n, g * cs, cs, mz, my0, my1, mx0, mx1, ss, offz, offy,
@@ -894,13 +910,17 @@ def weight_grad_blocked(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, ql
     lanes = 32 // src.itemsize
     partial = np.zeros((nth, ng, nunit, odp), src.dtype)
     nblk = (nunit + 5) // 6
+    counter = np.zeros(1, np.int64)  # the next tile (see micro.claim)
     for th in prange(nth):
         slab = np.zeros(plane * cs + _MAX_NV * lanes, src.dtype)
         idx = np.empty(ys_max + xs_max, np.int64)
         uoff = np.empty(nunit, np.int64)
         # zeroed once: the padded channel columns stay zero
         gt = np.zeros(max(plane, cols) * odp, src.dtype)
-        for task in range(th, ntask, nth):
+        for _ in range(ntask):
+            task = claim(counter)
+            if task >= ntask:
+                break
             n, g, mz, my0, my1, mx0, mx1 = _tile_bounds(
                 task, ng, m[0], nyb, nxb, m[1], m[2], rows, cols)
             ys, xs = _fill_runs(src, n, g * cs, cs, mz, my0, my1, mx0, mx1, ss, offz, offy,

@@ -33,6 +33,7 @@ import numpy as np
 from numba import njit, prange
 
 from .gather import JIT, _lookup
+from .micro import claim
 
 
 @njit(inline="always")
@@ -216,14 +217,18 @@ def forward(x2, dims, w, bias, out, m, t, ss, offz, offy, offx, mapz, mapy, mapx
     nth = max(1, min(nthreads, ntask))
     has_bias = bias.shape[0] > 0
     per_pos = bias.shape[1] > 1
-    for th in prange(nth):
+    counter = np.zeros(1, np.int64)  # the next tile (see micro.claim)
+    for _th in prange(nth):
         patch = np.empty((nblk, r), x2.dtype)
         res = np.empty((nblk, cout), x2.dtype)
         off = np.empty(r, np.int64)
         zi = np.empty(offz.shape[0], np.int64)
         yi = np.empty(offy.shape[0], np.int64)
         xi = np.empty(offx.shape[0], np.int64)
-        for task in range(th, ntask, nth):
+        for _ in range(ntask):
+            task = claim(counter)
+            if task >= ntask:
+                break
             for p in range(task * chunk, min(npos, (task + 1) * chunk)):
                 iz, iy, ix = _unravel(p, m)
                 _taps(iz, ss[0], offz, mapz, qlo[0], zi)
@@ -273,14 +278,18 @@ def input_grad(g, w, gx2, dims, m, t, ss, offz, offy, offx, mapz, mapy, mapx, ql
         kx = (nbx - cx + 1) // 2
         ntask = kz * ky * kx * nchunk
         nth = max(1, min(nthreads, ntask))
-        for th in prange(nth):
+        counter = np.zeros(1, np.int64)  # the next tile (see micro.claim)
+        for _th in prange(nth):
             gi = np.empty((nblk, cout), g.dtype)
             dpatch = np.empty((nblk, r), g.dtype)
             off = np.empty(r, np.int64)
             zi = np.empty(offz.shape[0], np.int64)
             yi = np.empty(offy.shape[0], np.int64)
             xi = np.empty(offx.shape[0], np.int64)
-            for task in range(th, ntask, nth):
+            for _ in range(ntask):
+                task = claim(counter)
+                if task >= ntask:
+                    break
                 chunk = task % nchunk
                 rest = task // nchunk
                 bx = cx + 2 * (rest % kx)
@@ -337,6 +346,7 @@ def weight_grad(x2, dims, g, part, m, t, ss, offz, offy, offx, mapz, mapy, mapx,
     nstack = t[0] * t[1] * t[2]
     ntask = nstack if owned else (npos + chunk - 1) // chunk
     nth = max(1, min(nthreads, ntask))
+    counter = np.zeros(1, np.int64)  # the next tile (see micro.claim)
     for th in prange(nth):
         patch = np.empty((nblk, r), x2.dtype)
         gt = np.empty((cout, nblk), x2.dtype)
@@ -344,7 +354,10 @@ def weight_grad(x2, dims, g, part, m, t, ss, offz, offy, offx, mapz, mapy, mapx,
         zi = np.empty(offz.shape[0], np.int64)
         yi = np.empty(offy.shape[0], np.int64)
         xi = np.empty(offx.shape[0], np.int64)
-        for task in range(th, ntask, nth):
+        for _ in range(ntask):
+            task = claim(counter)
+            if task >= ntask:
+                break
             first, count, lx, ly = _task_positions(task, owned, chunk, m, t)
             for q in range(count):
                 if owned:

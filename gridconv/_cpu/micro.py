@@ -303,3 +303,17 @@ def split2_run(typingctx, dst, d0, d1, src, s, n):
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+@intrinsic
+def claim(typingctx, counter):
+    """``counter[0] += 1`` atomically; returns the value before. Threads take their next
+    tile from a shared counter, so a thread that the machine slows down (a busy
+    neighbour on a shared host) delays only its own tiles."""
+    sig = types.int64(counter)
+
+    def codegen(context, builder, signature, args):
+        ptr = _data(context, builder, signature.args[0], args[0])
+        return builder.atomic_rmw("add", ptr, ir.Constant(I64, 1), "monotonic")
+
+    return sig, codegen
