@@ -72,8 +72,14 @@ CASES = [
     # accumulator tile (13 channels, two chunks; 3 channels, one block)
     ((2, 16, 5, 31), (13, 16, 3, 3), dict(padding=1), {"gather_direct"}),
     ((1, 3, 4, 63), (3, 3, 3, 3), dict(padding=1), {"gather_direct"}),
-    # 3-D rows of 32: whole blocks only
+    # 3-D rows of 32: whole blocks only; the z and y taps that read only zero padding
+    # skipped (two unit segments per row at the top and bottom edges)
     ((1, 4, 3, 4, 32), (8, 4, 3, 3, 3), dict(padding=1), {"gather_direct"}),
+    # padding wider than the kernel: edge rows and planes read no source value at all
+    # and come out as the bias alone (several blocks, one block, 3-D)
+    ((1, 8, 4, 20), (8, 8, 3, 3), dict(padding=(4, 1)), {"gather_direct"}),
+    ((1, 2, 4, 20), (3, 2, 3, 3), dict(padding=(4, 1)), {"gather_direct"}),
+    ((1, 2, 2, 3, 20), (8, 2, 3, 3, 3), dict(padding=(3, 1, 1)), {"gather_direct"}),
 ]
 
 

@@ -118,12 +118,14 @@ def pack_weight(w6: np.ndarray, axes: list[Axis]) -> np.ndarray:
 def _block_order(d: int, s: int, kshape: tuple, kz: tuple, ky: tuple, kx: tuple) -> np.ndarray:
     """Where each packed weight of :func:`pack_blocks` comes from in a flattened
     ``(D, S, Kz, Ky, Kx)`` weight row (cached: it depends on the geometry only)."""
-    taps = ((np.asarray(kz)[:, None, None] * kshape[1] + np.asarray(ky)[None, :, None])
-            * kshape[2] + np.asarray(kx)[None, None, :]).ravel()
     nk = kshape[0] * kshape[1] * kshape[2]
-    # unit u = (channel, tap) channel-major; source index of (o, u)
-    src = (np.arange(d)[:, None, None] * s * nk + np.arange(s)[None, :, None] * nk
-           + taps[None, None, :]).reshape(d, -1)
+    # unit u = (z tap, y tap, channel, x tap) as gather._unit_offsets orders them; the
+    # source index of (o, u)
+    kz, ky, kx = (np.asarray(v) for v in (kz, ky, kx))
+    src = (np.arange(d)[:, None, None, None, None] * s * nk
+           + (kz[:, None, None, None] * kshape[1] + ky[None, :, None, None]) * kshape[2]
+           + np.arange(s)[None, None, :, None] * nk + kx[None, None, None, :])
+    src = src.reshape(d, -1)
     u = src.shape[1]
     order = np.empty(d * u, dtype=np.int64)
     nblk = -(-d // 6)
@@ -136,7 +138,7 @@ def _block_order(d: int, s: int, kshape: tuple, kz: tuple, ky: tuple, kx: tuple)
 
 def pack_blocks(w7: np.ndarray, axes: list[Axis]) -> np.ndarray:
     """(P, G, D, S, Kz, Ky, Kx) weights -> (P, G, D*U): the ``U = S*Tz*Ty*Tx`` units
-    (channel-major, then the taps of ``axes``) of the destination channels in the
+    (z tap, y tap, channel, x tap, the taps of ``axes``) of the destination channels in the
     near-equal blocks of at most 6 of ``gather._channel_block``, each laid out (U, mr),
     the order in which ``gather_direct``'s register blocks read them. One gather through
     a cached index: the weights are copied once."""
@@ -260,9 +262,9 @@ def weight_grad(src: np.ndarray, gout: np.ndarray, groups: int, axes: list[Axis]
         work = src.shape[0] * groups * int(np.prod(m)) * odp * s * t[0] * t[1] * t[2]
         part = _run(k.weight_grad_blocked, work, src, gout, m, ss, *offs, *maps, qlo, rows,
                     cols, groups, odp)
-        total = part.sum(axis=0)[:, :, :d]  # (G, U, D), units (s, tz, ty, tx)
-        return np.ascontiguousarray(
-            total.transpose(0, 2, 1).reshape(groups, d, s, t[0], t[1], t[2]))
+        total = part.sum(axis=0)[:, :, :d]  # (G, U, D), units (tz, ty, s, tx)
+        total = total.reshape(groups, t[0], t[1], s, t[2], d)
+        return np.ascontiguousarray(total.transpose(0, 5, 3, 1, 2, 4))
     if not periodic and ((d == 1 and s == 1) or (flat and (d == 1 or s == 1))):
         # a single output or input channel: dot products of contiguous slab runs
         rows, cols = _direct_tile(m, src.shape[0] * groups)

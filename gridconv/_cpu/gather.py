@@ -541,17 +541,35 @@ def _fill_runs(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, offx, map
 @njit(inline="always")
 def _unit_offsets(uoff, cs, offz, offy, offx, ys, plane, step, xq, x0):
     """Where each unit's run starts in a :func:`_fill_runs` slab, for the tile's first
-    row and first output at slab column ``x0``: units channel-major, then taps (z, y, x);
-    slab rows of ``step`` phases of ``xq``."""
+    row and first output at slab column ``x0``: units ordered (z tap, y tap, channel, x
+    tap), so that the taps of one z or y offset are a contiguous range of units (skipped
+    together where they read only padding, see :func:`_tap_range`); slab rows of
+    ``step`` phases of ``xq``."""
     u = 0
-    for c in range(cs):
-        for a in range(offz.shape[0]):
-            for bb in range(offy.shape[0]):
-                yy = (offz[a] - offz[0]) * ys + offy[bb] - offy[0]
+    for a in range(offz.shape[0]):
+        for bb in range(offy.shape[0]):
+            yy = (offz[a] - offz[0]) * ys + offy[bb] - offy[0]
+            for c in range(cs):
                 for e in range(offx.shape[0]):
                     xrel = x0 + offx[e] - offx[0]
                     uoff[u] = c * plane + (yy * step + xrel % step) * xq + xrel // step
                     u += 1
+
+
+@njit(inline="always")
+def _tap_range(rows, first, off):
+    """The taps ``[lo, hi)`` of one axis whose slab row ``first + off[t] - off[0]`` holds
+    source values: ``rows`` gives each slab row's source row, -1 for zero padding, which
+    the units of a tap reading it would only add. Padding lies at the ends, so the taps
+    (sorted by offset) that read source rows are one contiguous range."""
+    nt = off.shape[0]
+    lo = 0
+    while lo < nt and rows[first + off[lo] - off[0]] < 0:
+        lo += 1
+    hi = nt
+    while hi > lo and rows[first + off[hi - 1] - off[0]] < 0:
+        hi -= 1
+    return lo, hi
 
 
 # (channels, vectors) of the register blocks: 12 accumulators where the channels allow
@@ -639,36 +657,45 @@ def _block_rows(mr, dest, dbase, dld, slab, roff, uoff, w, nunit, p0, p1, bias, 
 
 
 @njit(inline="always")
-def _reduce(od, acc, abase, ld, dest, dbase, dld, slab, roff, uoff, w, nunit, chunk, p0,
-            p1, bias, boff, lanes):
+def _reduce(od, acc, abase, ld, dest, dbase, dld, slab, roff, uoff, w, nunit, useg, chunk,
+            p0, p1, bias, boff, lanes):
     """``dest[dbase + o*dld + p] = bias[boff + o] + sum_u w(o, u) * slab[roff + uoff[u] +
     p]`` for the ``od`` channels and positions ``p0 <= p < p1`` (``p0`` a multiple of the
-    block width, ``p1`` rounded up to it).
+    block width, ``p1`` rounded up to it), over the units of the segments ``useg = (first,
+    stride, count, length)``: ``[first + k*stride, first + k*stride + length)`` for ``k <
+    count`` (the others read only padding). ``nunit`` is the weights' unit count.
 
-    With ``od <= 6``, one block of all the channels runs the whole reduction. Otherwise
-    near-equal blocks of at most 6 channels run it in chunks of ``chunk`` units, whose
-    slab runs for a block of positions stay in L1 while every block of channels reads
-    them; the partial sums wait in ``acc`` (at ``abase``, rows ``ld`` apart), and the
-    last chunk writes ``dest``. (``dest`` may be ``acc``; when it is the destination
-    array its channel rows may be a power of two apart, and its lines, all in one cache
-    set, would not survive from one chunk to the next.)
+    With ``od <= 6`` and one segment, one block of all the channels runs the whole
+    reduction. Otherwise near-equal blocks of at most 6 channels run it in chunks of up
+    to ``chunk`` units, whose slab runs for a block of positions stay in L1 while every
+    block of channels reads them; the partial sums wait in ``acc`` (at ``abase``, rows
+    ``ld`` apart), and the last chunk writes ``dest``. (``dest`` may be ``acc``; when it
+    is the destination array its channel rows may be a power of two apart, and its
+    lines, all in one cache set, would not survive from one chunk to the next.)
     """
-    if od <= 6:
-        _block_rows(od, dest, dbase, dld, slab, roff, uoff, w, nunit, p0, p1, bias, boff,
-                    lanes)
+    first, ustride, count, length = useg
+    if od <= 6 and count <= 1:
+        # one block, one pass (no units: the bias alone)
+        n = length if count == 1 else 0
+        _block_rows(od, dest, dbase, dld, slab, roff, uoff[first:], w[first * od:], n, p0, p1,
+                    bias, boff, lanes)
         return
     nblk = (od + 5) // 6
-    for u0 in range(0, nunit, chunk):
-        ku = min(chunk, nunit - u0)
+    nchunk = (length + chunk - 1) // chunk
+    total = max(1, count * nchunk)  # one empty chunk when no unit is left: the bias
+    for q in range(total):
+        k = q // nchunk if nchunk > 0 else 0
+        u0 = first + k * ustride + (q - k * nchunk) * chunk
+        ku = min(chunk, first + k * ustride + length - u0) if count > 0 else 0
         uo = uoff[u0:]
-        last = u0 + ku == nunit
+        last = q == total - 1
         for p in range(p0, p1, 2 * lanes):
             for blk in range(nblk):
                 o0, mr = _channel_block(blk, nblk, od)
                 a = acc[abase + o0 * ld + p:]
                 d = dest[dbase + o0 * dld + p:] if last else a
                 _block_narrow(mr, a, ld, d, dld if last else ld, slab, roff + p, uo, w,
-                              o0 * nunit + u0 * mr, ku, bias, boff + o0 if u0 == 0 else -1)
+                              o0 * nunit + u0 * mr, ku, bias, boff + o0 if q == 0 else -1)
 
 
 @njit(parallel=True, **JIT)
@@ -678,20 +705,21 @@ def gather_direct(src, wpk, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, ma
     run feeds register blocks of up to 6 destination channels x 16 positions (float32;
     see :mod:`gridconv._cpu.micro`) that accumulate the whole reduction in registers.
 
-    wpk : (P, G, od * nunit) weights of the ``nunit = cs*Tz*Ty*Tx`` units (channel-major,
-    then taps), packed per block of 6 destination channels as (nunit, mr); ``P =
-    t[0]*t[1]*t[2]`` stacks periodic over the positions as in :func:`gather`. od is
-    ``dst.shape[1] // G`` unless ``place`` says otherwise; chunk: units per chunk of the
-    reduction when od > 6 (their slab runs for a block of positions stay in L1 while
-    every block of channels reads them); place: (G*od, 4) int64, where computed channel
-    ``j`` goes: destination channel ``place[j, 0]``, its positions shifted by ``place[j,
-    1:]`` per axis (an empty array: channel ``j`` to ``j``, unshifted; the one-pass
-    transposed convolution sends its phases to interleaved positions); other arguments
-    as :func:`gather`.
+    wpk : (P, G, od * nunit) weights of the ``nunit = cs*Tz*Ty*Tx`` units (ordered z tap, y
+    tap, channel, x tap; see :func:`_unit_offsets`), packed per block of 6 destination
+    channels as (nunit, mr); ``P = t[0]*t[1]*t[2]`` stacks periodic over the positions as in
+    :func:`gather`. od is ``dst.shape[1] // G`` unless ``place`` says otherwise; chunk:
+    units per chunk of the reduction when od > 6 (their slab runs for a block of positions
+    stay in L1 while every block of channels reads them); place: (G*od, 4) int64, where
+    computed channel ``j`` goes: destination channel ``place[j, 0]``, its positions shifted
+    by ``place[j, 1:]`` per axis (an empty array: channel ``j`` to ``j``, unshifted; the
+    one-pass transposed convolution sends its phases to interleaved positions); other
+    arguments as :func:`gather`.
 
     Slabs are planar (one (zs, ys, xs) block per source channel). When consecutive
     outputs of one stack are ``step = ss[2]*t[2] > 1`` apart in the source, the slab rows
-    are split into ``step`` phases so that the runs stay contiguous.
+    are split into ``step`` phases so that the runs stay contiguous. The units of taps
+    that read only zero padding (the edge planes and rows) are skipped.
     """
     ng = wpk.shape[1]
     placed = place.shape[0] > 0
@@ -733,6 +761,7 @@ def gather_direct(src, wpk, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, ma
         acc = np.empty(max(od, 6) * ld, src.dtype)
         uoff = np.empty(nunit, np.int64)
         idx = np.empty(ys_max + xs_max, np.int64)
+        zidx = np.empty(zs, np.int64)
         for _ in range(ntask):
             task = claim(counter)
             if task >= ntask:
@@ -745,6 +774,11 @@ def gather_direct(src, wpk, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, ma
             rlen = step * xq  # slab elements per source row
             ncols = mx1 - mx0
             nrows = my1 - my0
+            # the z taps that read source planes (not zero padding)
+            for zz in range(zs):
+                iz = _lookup(mapz, qlo[0], ss[0] * mz + offz[0] + zz)
+                zidx[zz] = iz if iz < src.shape[2] else -1
+            a_lo, a_hi = _tap_range(zidx, 0, offz)
             for sx in range(t[2]):
                 xr0, nx = _subgrid(mx0, ncols, t[2], sx)
                 if nx == 0:
@@ -764,14 +798,28 @@ def gather_direct(src, wpk, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, ma
                     stack = ((mz % t[0]) * t[1] + (my0 + yr) % t[1]) * t[2] + sx
                     wg = wpk[stack, g]
                     aoff = yr * rlen
+                    # units of the taps that read source rows: per z tap, the y taps
+                    # [b_lo, b_hi) (all of them for a merged span, which the padding
+                    # rows of its first and last rows do not empty)
+                    b_lo, b_hi = (0, ty) if one else _tap_range(idx, yr * ss[1], offy)
+                    if od <= 6 and a_hi - a_lo > 1:
+                        b_lo, b_hi = 0, ty  # one block keeps one segment
+                    per_a = ty * cs * tx
+                    if a_lo >= a_hi or b_lo >= b_hi:
+                        useg = (0, per_a, 0, 0)
+                    elif b_lo == 0 and b_hi == ty:
+                        useg = (a_lo * per_a, per_a, 1, (a_hi - a_lo) * per_a)
+                    else:
+                        useg = ((a_lo * ty + b_lo) * cs * tx, per_a, a_hi - a_lo,
+                                (b_hi - b_lo) * cs * tx)
                     if full > 0:
                         drow = (((n * dst.shape[1] + g * od) * nz + d0[0] + ds[0] * mz) * ny
                                 + d0[1] + ds[1] * (my0 + yr)) * nx_all + d0[2] + mx0
                         _reduce(od, acc, aoff, ld, dflat, drow, nz * ny * nx_all, slab, roff,
-                                uoff, wg, nunit, chunk, 0, full, start, g * od, lanes)
+                                uoff, wg, nunit, useg, chunk, 0, full, start, g * od, lanes)
                     if full < span:
                         _reduce(od, acc, aoff, ld, acc, aoff, ld, slab, roff, uoff, wg, nunit,
-                                chunk, full, span, start, g * od, lanes)
+                                useg, chunk, full, span, start, g * od, lanes)
                 if full == nx:
                     continue
                 for o in range(od):
@@ -888,7 +936,7 @@ def weight_grad_blocked(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, ql
                         cols, ng, odp, nthreads):
     """:func:`weight_grad` without patches, for many destination channels: per-thread
     partials (nthreads, G, nunit, odp) of ``sum gout[n, g*od + o, m] * slab run of unit u``
-    (units channel-major, then taps, as in :func:`gather_direct`; ``odp``: od rounded up
+    (units ordered as in :func:`gather_direct`; ``odp``: od rounded up
     to the register block's 2 vectors, the extra columns zero).
 
     Per tile the output gradient is laid out positions-major (``gt[p, o]``) and blocks
