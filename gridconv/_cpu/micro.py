@@ -7,12 +7,13 @@ horizontal sums. Here the accumulators are ``<lanes x float>`` values that live 
 registers for the whole reduction, as in a GEMM microkernel, and each step of the
 reduction reads its operand straight from a slab run:
 
-    out[r*ld + j] += sum_u w[woff + u*mr + r] * slab[base + uoff[u] + j]
+    dest[r*dld + j] = out[r*ld + j] + sum_u w[woff + u*mr + r] * slab[base + uoff[u] + j]
 
-for ``r < mr``, ``j < nv*lanes`` (``out`` is read once at the start and written once at
-the end, so a reduction can be cut into chunks that fit the caches). A unit
-``u`` is one (source channel, tap) pair; ``uoff`` gives where its run of consecutive
-positions starts in the slab. ``lanes`` is 8 for float32 and 4 for float64 (256-bit AVX2
+for ``r < mr``, ``j < nv*lanes`` (``out`` is read once at the start, or not at all when
+the sums start at the bias, and ``dest`` written once at the end, so a reduction can be
+cut into chunks that fit the caches, and its last chunk can write the destination array
+itself). A unit ``u`` is one (source channel, tap) pair; ``uoff`` gives where its run of
+consecutive positions starts in the slab. ``lanes`` is 8 for float32 and 4 for float64 (256-bit AVX2
 registers); the caller keeps ``nv*lanes`` readable elements after every run.
 """
 
