@@ -656,7 +656,7 @@ def _block_rows(mr, dest, dbase, dld, slab, roff, uoff, w, nunit, p0, p1, bias, 
             _MK1(o, dld, o, dld, slab, roff + p, uoff, w, 0, nunit, bias, boff)
 
 
-@njit(inline="always")
+@njit(**JIT)
 def _reduce(od, acc, abase, ld, dest, dbase, dld, slab, roff, uoff, w, nunit, useg, chunk,
             p0, p1, bias, boff, lanes):
     """``dest[dbase + o*dld + p] = bias[boff + o] + sum_u w(o, u) * slab[roff + uoff[u] +
@@ -665,21 +665,17 @@ def _reduce(od, acc, abase, ld, dest, dbase, dld, slab, roff, uoff, w, nunit, us
     stride, count, length)``: ``[first + k*stride, first + k*stride + length)`` for ``k <
     count`` (the others read only padding). ``nunit`` is the weights' unit count.
 
-    With ``od <= 6`` and one segment, one block of all the channels runs the whole
-    reduction. Otherwise near-equal blocks of at most 6 channels run it in chunks of up
-    to ``chunk`` units, whose slab runs for a block of positions stay in L1 while every
-    block of channels reads them; the partial sums wait in ``acc`` (at ``abase``, rows
-    ``ld`` apart), and the last chunk writes ``dest``. (``dest`` may be ``acc``; when it
-    is the destination array its channel rows may be a power of two apart, and its
-    lines, all in one cache set, would not survive from one chunk to the next.)
+    Near-equal blocks of at most 6 channels run it in chunks of up to ``chunk`` units (with
+    ``od <= 6`` and one segment the caller runs :func:`_block_rows` instead: one block of
+    all the channels, over the whole reduction), whose slab runs for a block of positions
+    stay in L1 while every block of channels reads them; the partial sums wait in ``acc``
+    (at ``abase``, rows ``ld`` apart), and the last chunk writes ``dest``. (``dest`` may be
+    ``acc``; when it is the destination array its channel rows may be a power of two apart,
+    and its lines, all in one cache set, would not survive from one chunk to the next.) Not
+    inlined: the kernel's parallel loop stays smaller (a third less compile time for the
+    first call, and 4-9% faster on the 2-D and 3-D convolutions of 16-64 channels).
     """
     first, ustride, count, length = useg
-    if od <= 6 and count <= 1:
-        # one block, one pass (no units: the bias alone)
-        n = length if count == 1 else 0
-        _block_rows(od, dest, dbase, dld, slab, roff, uoff[first:], w[first * od:], n, p0, p1,
-                    bias, boff, lanes)
-        return
     nblk = (od + 5) // 6
     nchunk = (length + chunk - 1) // chunk
     total = max(1, count * nchunk)  # one empty chunk when no unit is left: the bias
@@ -812,14 +808,26 @@ def gather_direct(src, wpk, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, ma
                     else:
                         useg = ((a_lo * ty + b_lo) * cs * tx, per_a, a_hi - a_lo,
                                 (b_hi - b_lo) * cs * tx)
-                    if full > 0:
-                        drow = (((n * dst.shape[1] + g * od) * nz + d0[0] + ds[0] * mz) * ny
-                                + d0[1] + ds[1] * (my0 + yr)) * nx_all + d0[2] + mx0
-                        _reduce(od, acc, aoff, ld, dflat, drow, nz * ny * nx_all, slab, roff,
-                                uoff, wg, nunit, useg, chunk, 0, full, start, g * od, lanes)
-                    if full < span:
-                        _reduce(od, acc, aoff, ld, acc, aoff, ld, slab, roff, uoff, wg, nunit,
-                                useg, chunk, full, span, start, g * od, lanes)
+                    # the row's whole blocks in place, then the rest through acc
+                    drow = (((n * dst.shape[1] + g * od) * nz + d0[0] + ds[0] * mz) * ny
+                            + d0[1] + ds[1] * (my0 + yr)) * nx_all + d0[2] + mx0
+                    for part in range(2):
+                        q0 = 0 if part == 0 else full
+                        q1 = full if part == 0 else span
+                        if q0 >= q1:
+                            continue
+                        out = dflat if part == 0 else acc
+                        obase = drow if part == 0 else aoff
+                        old = nz * ny * nx_all if part == 0 else ld
+                        if od <= 6 and useg[2] <= 1:
+                            # one block, one pass (no units: the bias alone)
+                            u0 = useg[0]
+                            _block_rows(od, out, obase, old, slab, roff, uoff[u0:],
+                                        wg[u0 * od:], useg[3] if useg[2] == 1 else 0, q0, q1,
+                                        start, g * od, lanes)
+                        else:
+                            _reduce(od, acc, aoff, ld, out, obase, old, slab, roff, uoff, wg,
+                                    nunit, useg, chunk, q0, q1, start, g * od, lanes)
                 if full == nx:
                     continue
                 for o in range(od):
