@@ -745,7 +745,7 @@ def gather_direct(src, wpk, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, ma
     # block of a row goes through ``acc``, as everything does otherwise. Measured: this
     # pays for tiles of many short rows (2-D, 3-D: 13-36% faster where the output is
     # large), whose store pass costs a call per row and channel, and not for the long
-    # rows of 1-D tiles (up to 15% slower), which the store pass streams out whole.
+    # rows of 1-D tiles (7-19% slower), which the store pass streams out whole.
     inplace = not placed and t[2] == 1 and ds[2] == 1 and m[1] > 1
     nz, ny, nx_all = dst.shape[2], dst.shape[3], dst.shape[4]
     dflat = dst.reshape(dst.size)  # C-contiguous: a view
