@@ -365,15 +365,11 @@ def weight_grad(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, qlo, xrun,
     nslab = _slab_size(cs, rows, cols, ss, offz, offy, offx)
     partial = np.zeros((nth, t[0] * t[1] * t[2], ng, opad, rpad), src.dtype)
     zero = src.dtype.type(0)
-    counter = np.zeros(1, np.int64)  # the next tile (see micro.claim)
     for th in prange(nth):
         slab = np.empty(nslab, src.dtype)
         patches = np.zeros(tpad * rpad, src.dtype)
         gbuf = np.zeros(opad * tpad, src.dtype)
-        for _ in range(ntask):
-            task = claim(counter)
-            if task >= ntask:
-                break
+        for task in range(th, ntask, nth):
             n, g, mz, my0, my1, mx0, mx1 = _tile_bounds(
                 task, ng, m[0], nyb, nxb, m[1], m[2], rows, cols)
             ys, xs = _fill_slab(src, n, g * cs, cs, mz, my0, my1, mx0, mx1, ss, offz, offy,
@@ -859,15 +855,11 @@ def weight_grad_direct(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, qlo
     sx = ss[2]
     flat = ss[1] == 1 and ss[2] == 1
     zero = src.dtype.type(0)
-    counter = np.zeros(1, np.int64)  # the next tile (see micro.claim)
     for th in prange(nth):
         slab = np.empty(plane * cs, src.dtype)
         gflat = np.empty(max(plane, rows * cols), src.dtype)
         idx = np.empty(ys_max + xs_max, np.int64)
-        for _ in range(ntask):
-            task = claim(counter)
-            if task >= ntask:
-                break
+        for task in range(th, ntask, nth):
             n, g, mz, my0, my1, mx0, mx1 = _tile_bounds(
                 task, ng, m[0], nyb, nxb, m[1], m[2], rows, cols)
             ys, xs = _fill_planes(src, n, g * cs, cs, mz, my0, my1, mx0, mx1, ss, offz, offy,
@@ -966,17 +958,13 @@ def weight_grad_blocked(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, ql
     lanes = 32 // src.itemsize
     partial = np.zeros((nth, ng, nunit, odp), src.dtype)
     nblk = (nunit + 5) // 6
-    counter = np.zeros(1, np.int64)  # the next tile (see micro.claim)
     for th in prange(nth):
         slab = np.zeros(plane * cs + _MAX_NV * lanes, src.dtype)
         idx = np.empty(ys_max + xs_max, np.int64)
         uoff = np.empty(nunit, np.int64)
         # zeroed once: the padded channel columns stay zero
         gt = np.zeros(max(plane, cols) * odp, src.dtype)
-        for _ in range(ntask):
-            task = claim(counter)
-            if task >= ntask:
-                break
+        for task in range(th, ntask, nth):
             n, g, mz, my0, my1, mx0, mx1 = _tile_bounds(
                 task, ng, m[0], nyb, nxb, m[1], m[2], rows, cols)
             ys, xs = _fill_runs(src, n, g * cs, cs, mz, my0, my1, mx0, mx1, ss, offz, offy,

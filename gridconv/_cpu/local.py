@@ -346,7 +346,6 @@ def weight_grad(x2, dims, g, part, m, t, ss, offz, offy, offx, mapz, mapy, mapx,
     nstack = t[0] * t[1] * t[2]
     ntask = nstack if owned else (npos + chunk - 1) // chunk
     nth = max(1, min(nthreads, ntask))
-    counter = np.zeros(1, np.int64)  # the next tile (see micro.claim)
     for th in prange(nth):
         patch = np.empty((nblk, r), x2.dtype)
         gt = np.empty((cout, nblk), x2.dtype)
@@ -354,10 +353,7 @@ def weight_grad(x2, dims, g, part, m, t, ss, offz, offy, offx, mapz, mapy, mapx,
         zi = np.empty(offz.shape[0], np.int64)
         yi = np.empty(offy.shape[0], np.int64)
         xi = np.empty(offx.shape[0], np.int64)
-        for _ in range(ntask):
-            task = claim(counter)
-            if task >= ntask:
-                break
+        for task in range(th, ntask, nth):
             first, count, lx, ly = _task_positions(task, owned, chunk, m, t)
             for q in range(count):
                 if owned:

@@ -310,7 +310,11 @@ def split2_run(typingctx, dst, d0, d1, src, s, n):
 def claim(typingctx, counter):
     """``counter[0] += 1`` atomically; returns the value before. Threads take their next
     tile from a shared counter, so a thread that the machine slows down (a busy
-    neighbour on a shared host) delays only its own tiles."""
+    neighbour on a shared host) delays only its own tiles. Only for kernels whose every
+    output belongs to one tile: where per-thread partials are summed (the weight
+    gradients), which thread took which tile would change the summation order, and the
+    results would differ in their last bits from run to run (a resumed training would
+    not retrace the uninterrupted one); those keep the fixed interleave."""
     sig = types.int64(counter)
 
     def codegen(context, builder, signature, args):
