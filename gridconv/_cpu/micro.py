@@ -72,6 +72,11 @@ class _Vec:
                                ir.Constant(I32, 0))
         return b.shuffle_vector(one, ir.Constant(self.vty, ir.Undefined), mask)
 
+    def rows(self, ptr, ld, nrow):
+        """Pointers to ``nrow`` rows ``ld`` elements apart, from ``ptr``."""
+        b = self.builder
+        return [b.gep(ptr, [b.mul(ld, ir.Constant(I64, r))]) for r in range(nrow)]
+
     def accumulators(self, outp, ld, nrow, nv, start=None):
         """An ``nrow x nv`` tile of vector accumulators loaded from ``outp`` (rows ``ld``
         apart): the row pointers and one alloca per vector (LLVM's mem2reg turns the
@@ -79,7 +84,7 @@ class _Vec:
         ``r`` starts at ``values[first + r]`` in every lane instead (nothing is read from
         ``outp``: a reduction's first chunk starts at the bias)."""
         b = self.builder
-        rows = [b.gep(outp, [b.mul(ld, ir.Constant(I64, r))]) for r in range(nrow)]
+        rows = self.rows(outp, ld, nrow)
         slots = [[cgutils.alloca_once(b, self.vty) for _ in range(nv)] for _ in range(nrow)]
 
         def load():
@@ -144,9 +149,7 @@ def make_micro(mr: int, nv: int):
             fma = vec.fma_function()
             _, slots = vec.accumulators(outp, ld_v, mr, nv, start=(
                 _data(context, builder, at[10], bias_v), boff_v))
-            destp = _data(context, builder, at[2], dest_v)
-            rows = [builder.gep(destp, [builder.mul(dld_v, ir.Constant(I64, r))])
-                    for r in range(mr)]
+            rows = vec.rows(_data(context, builder, at[2], dest_v), dld_v, mr)
             with cgutils.for_range(builder, nunit_v) as loop:
                 u = loop.index
                 run = builder.gep(slabp, [builder.add(base_v, builder.load(
