@@ -30,8 +30,8 @@ def tol(dtype):
 def spy(monkeypatch):
     """Names of the engine kernels called while the test runs."""
     called = set()
-    for name in ("gather", "gather_direct", "weight_grad", "weight_grad_direct",
-                 "weight_grad_blocked"):
+    for name in ("gather", "gather_direct", "gather_wrapped", "weight_grad",
+                 "weight_grad_direct", "weight_grad_blocked"):
         fn = getattr(kernels, name)
 
         def wrapper(*args, _fn=fn, _name=name):
@@ -80,6 +80,20 @@ CASES = [
     ((1, 8, 4, 20), (8, 8, 3, 3), dict(padding=(4, 1)), {"gather_direct"}),
     ((1, 2, 4, 20), (3, 2, 3, 3), dict(padding=(4, 1)), {"gather_direct"}),
     ((1, 2, 2, 3, 20), (8, 2, 3, 3, 3), dict(padding=(3, 1, 1)), {"gather_direct"}),
+    # one source channel per group, rows as long as the source's: unpadded slab rows,
+    # the tile one span written in place, the edge columns recomputed. Rows of 60: two
+    # tiles per plane (34 + 6 rows), each ending in a partial block.
+    ((2, 4, 40, 60), (4, 1, 3, 3), dict(padding=1, groups=4), {"gather_wrapped"}),
+    # 3 destination channels per group, dilation 2, uneven y padding, bias-only rows
+    ((1, 2, 9, 13), (6, 1, 3, 3), dict(padding=((5, 1), (2, 2)), dilation=2, groups=2),
+     {"gather_wrapped"}),
+    # taps wider on one side: x padding (2, 0), every tap of column 0 but one outside
+    ((1, 3, 5, 7), (3, 1, 1, 3), dict(padding=((0, 0), (2, 0)), groups=3),
+     {"gather_wrapped"}),
+    # 3-D with z stride 2 (any z step and padding mode: planes are looked up); a filter
+    ((2, 2, 5, 6, 7), (2, 1, 3, 3, 3), dict(padding=((1, 1), (1, 1), (1, 1)), groups=2,
+                                            stride=(2, 1, 1)), {"gather_wrapped"}),
+    ((1, 1, 8, 70), (1, 1, 5, 5), dict(padding="same"), {"gather_wrapped"}),
 ]
 
 
@@ -140,6 +154,24 @@ def test_transposed_with_output_padding_takes_the_phase_path(monkeypatch):
     monkeypatch.setattr(driver, "_disjoint_phases", lambda *a: calls.append(1))
     assert rel_err(gc.conv_transpose(x, w, **kw), ref.conv_transpose(x, w, **kw)) < 1e-12
     assert calls == []
+
+
+def test_wrapped_rows_take_no_value_from_the_neighbouring_row(spy):
+    """gather_wrapped's slab rows are not padded, so the taps of an edge column reach
+    into the neighbouring row: an infinity there must stay out of the recomputed column
+    (a subtraction of its contribution would leave NaN)."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 2, 6, 9))
+    x[0, 0, 2, 8] = np.inf  # last column of row 2
+    x[0, 1, 3, 0] = -np.inf  # first column of row 3
+    w = rng.standard_normal((2, 1, 3, 3))
+    y = gc.conv(x, w, padding=1, groups=2)
+    with np.errstate(invalid="ignore"):
+        expected = ref.conv(x, w, padding=1, groups=2)
+    assert "gather_wrapped" in spy
+    np.testing.assert_array_equal(np.isfinite(y), np.isfinite(expected))
+    finite = np.isfinite(expected)
+    assert finite.sum() > 80 and rel_err(y[finite], expected[finite]) < 1e-12
 
 
 def test_results_are_reproducible_bit_for_bit():

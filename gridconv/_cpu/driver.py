@@ -102,6 +102,33 @@ def _direct_tile(m, outer_tasks: int, limit: int = 2048) -> tuple[int, int]:
     return rows, cols
 
 
+def _zero_padded(a: Axis, size: int) -> bool:
+    """Whether ``a`` reads zeros outside a source of ``size`` (and nothing else)."""
+    q = a.qlo + np.arange(a.map.shape[0])
+    return bool(np.array_equal(a.map, np.where((q >= 0) & (q < size), q, -1)))
+
+
+def _wraps(src: np.ndarray, w7: np.ndarray, axes: list[Axis], place) -> bool:
+    """Whether :func:`gather.gather_wrapped` runs this gather: one stack, one source
+    channel and at most 6 destination channels per group, rows of 2-D or 3-D outputs as
+    long as the source rows, unit steps and zero padding along y and x."""
+    ay, ax = axes[1], axes[2]
+    return (place is None and w7.shape[0] == 1 and w7.shape[3] == 1 and w7.shape[2] <= 6
+            and ay.m > 1 and ax.m == src.shape[4]
+            and all(a.ss == 1 and a.ds == 1 and a.d0 == 0 for a in (ay, ax))
+            and _zero_padded(ay, src.shape[3]) and _zero_padded(ax, src.shape[4]))
+
+
+def _wrapped_rows(axes: list[Axis], width: int, outer_tasks: int) -> int:
+    """Output rows per tile of :func:`gather.gather_wrapped`: about 2048 positions, and
+    at least 4 tiles per thread where the problem allows."""
+    rows = int(max(1, min(axes[1].m, 2048 // width)))
+    want = 4 * numba.get_num_threads()
+    while rows > 1 and outer_tasks * axes[0].m * -(-axes[1].m // rows) < want:
+        rows = -(-rows // 2)
+    return rows
+
+
 def pack_weight(w6: np.ndarray, axes: list[Axis]) -> np.ndarray:
     """(G, D, S, Kz, Ky, Kx) -> (G, Dpad, Rpad): rows per destination channel, the
     reduction laid out (tz, ty, tx, s) in tap order, zero-padded to the 2x8 blocking."""
@@ -172,6 +199,13 @@ def gather(src: np.ndarray, w6: np.ndarray, bias, dst: np.ndarray, axes: list[Ax
     # the stacks along x are split into contiguous runs).
     merged = flat and tiles[1] == 1 and tiles[2] == 1
     long_rows = axes[2].m // tiles[2] >= _DIRECT_MIN_ROW
+    if _wraps(src, w7, axes, place):
+        taps = pack_blocks(w7, axes)
+        rows = _wrapped_rows(axes, src.shape[4], src.shape[0] * w7.shape[1])
+        work = src.shape[0] * int(np.prod(m)) * taps[0].size
+        _run(k.gather_wrapped, work, src, np.ascontiguousarray(taps), b, dst, m,
+             axes[0].d0, axes[0].ds, axes[0].ss, *offs, maps[0], qlo, rows)
+        return
     if od <= _DIRECT_MAX_OUT or merged or long_rows:
         taps = pack_blocks(w7, axes)
         rows, cols = _direct_tile(m, src.shape[0] * w7.shape[1],

@@ -837,6 +837,152 @@ def gather_direct(src, wpk, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, ma
                                 d0[2] + ds[2] * (mx0 + xr0 + t[2] * full) + sxo, ds[2] * t[2])
 
 
+
+@njit(parallel=True, **JIT)
+def gather_wrapped(src, wpk, bias, dst, m, d0z, dsz, ssz, offz, offy, offx, mapz, qlo,
+                   rows, nthreads):
+    """:func:`gather_direct` for one source channel per group (depthwise convolutions and
+    single-channel filters) with unit source steps along y and x, zero padding there, and
+    output rows as long as the source rows (``same`` along x).
+
+    The slab rows are not padded: they are the source rows themselves, ``Ix`` apart, as
+    are the destination rows. So a tile's rows are one contiguous span of both, run as a
+    single span of register blocks that write the destination in place (no accumulator,
+    no store pass), and the slab is filled by one copy per source plane. A tap that
+    reaches past the end of a row reads the neighbouring row instead of zero padding:
+    only the edge columns (``-offx[0]`` on the left, ``offx[-1]`` on the right) take such
+    taps, and they are recomputed afterwards from their own taps alone (not corrected by
+    a subtraction, which would turn an infinite neighbour into a NaN).
+
+    wpk : (1, G, od * nunit) packed as for :func:`gather_direct` (od <= 6: one block);
+    m : int64[3] output positions (m[2] == Ix); the destination plane is ``d0z + dsz*mz``
+    along z, rows and columns at the output positions themselves; ssz : source step along
+    z; offz, offy, offx : tap offsets (offy relative to the output row, zero padding
+    outside the source); mapz, qlo[0] : the z lookup (any padding mode); rows : output
+    rows per tile.
+    """
+    ng = wpk.shape[1]
+    od = dst.shape[1] // ng
+    nsamp, csrc = src.shape[0], src.shape[1]
+    iz_size, iy_size, wi = src.shape[2], src.shape[3], src.shape[4]
+    nyb = (m[1] + rows - 1) // rows
+    ntask = nsamp * ng * m[0] * nyb
+    nth = max(1, min(nthreads, ntask))
+    tz, ty, tx = offz.shape[0], offy.shape[0], offx.shape[0]
+    zs = offz[tz - 1] - offz[0] + 1
+    ys_max = rows - 1 + offy[ty - 1] - offy[0] + 1
+    lanes = 32 // src.itemsize
+    width = _block_width(od) * lanes
+    # zeros before the first row (taps left of it) and after the last (taps right of
+    # it, and the reads of the last partial block)
+    glo = max(0, -offx[0])
+    nslab = glo + zs * ys_max * wi + max(0, offx[tx - 1]) + _MAX_NV * lanes
+    nunit = tz * ty * tx
+    zero = src.dtype.type(0)
+    start = bias if bias.shape[0] > 0 else np.zeros(ng * od, src.dtype)
+    nz, ny = dst.shape[2], dst.shape[3]
+    dld = nz * ny * wi  # one destination channel to the next
+    dflat = dst.reshape(dst.size)  # C-contiguous: views
+    sflat = src.reshape(src.size)
+    # The edge columns and, for each, its units whose taps stay inside the row (sorted,
+    # so that the units of the z taps in use are a contiguous part of the list).
+    nleft = min(wi, glo)
+    nright = min(wi - nleft, max(0, offx[tx - 1]))
+    nedge = nleft + nright
+    ecol = np.empty(nedge, np.int64)
+    eunits = np.empty((nedge, nunit), np.int64)
+    ecount = np.zeros(nedge, np.int64)
+    for k in range(nedge):
+        x = k if k < nleft else wi - nedge + k
+        ecol[k] = x
+        for u in range(nunit):
+            xi = x + offx[u % tx]
+            if xi >= 0 and xi < wi:
+                eunits[k, ecount[k]] = u
+                ecount[k] += 1
+    counter = np.zeros(1, np.int64)  # the next tile (see micro.claim)
+    for _th in prange(nth):
+        slab = np.zeros(nslab, src.dtype)
+        acc = np.empty(od * width, src.dtype)
+        uoff = np.empty(nunit, np.int64)
+        zidx = np.empty(zs, np.int64)
+        col = np.empty(rows, src.dtype)
+        for _ in range(ntask):
+            task = claim(counter)
+            if task >= ntask:
+                break
+            yb = task % nyb
+            t = task // nyb
+            mz = t % m[0]
+            t //= m[0]
+            g = t % ng
+            n = t // ng
+            my0 = yb * rows
+            nrows = min(m[1], my0 + rows) - my0
+            ys = nrows - 1 + offy[ty - 1] - offy[0] + 1
+            y0 = my0 + offy[0]
+            # source rows [lo, hi) of the slab's ys rows lie inside the source
+            lo = min(max(0, -y0), ys)
+            hi = max(lo, min(ys, iy_size - y0))
+            for zz in range(zs):
+                iz = _lookup(mapz, qlo[0], ssz * mz + offz[0] + zz)
+                zidx[zz] = iz if iz < iz_size else -1
+            a_lo, a_hi = _tap_range(zidx, 0, offz)
+            for zz in range(offz[a_lo] - offz[0] if a_lo < a_hi else 0,
+                            offz[a_hi - 1] - offz[0] + 1 if a_lo < a_hi else 0):
+                base = glo + zz * ys * wi
+                iz = zidx[zz]
+                if iz < 0:
+                    for i in range(ys * wi):
+                        slab[base + i] = zero
+                    continue
+                for i in range(lo * wi):
+                    slab[base + i] = zero
+                r = ((n * csrc + g) * iz_size + iz) * iy_size * wi
+                copy_run(slab, base + lo * wi, sflat, r + (y0 + lo) * wi, (hi - lo) * wi,
+                         zero)
+                for i in range(hi * wi, ys * wi):
+                    slab[base + i] = zero
+            u0 = a_lo * ty * tx
+            u1 = a_hi * ty * tx if a_lo < a_hi else u0
+            for a in range(tz):
+                for b in range(ty):
+                    for e in range(tx):
+                        uoff[(a * ty + b) * tx + e] = glo + ((offz[a] - offz[0]) * ys
+                                                             + offy[b] - offy[0]) * wi + offx[e]
+            wg = wpk[0, g]
+            span = nrows * wi
+            full = span // width * width
+            drow = (((n * dst.shape[1] + g * od) * nz + d0z + dsz * mz) * ny + my0) * wi
+            _block_rows(od, dflat, drow, dld, slab, 0, uoff[u0:], wg[u0 * od:], u1 - u0,
+                        0, full, start, g * od, lanes)
+            if full < span:
+                # the last, partial block through acc (its overshoot must not reach the
+                # next tile's rows)
+                _block_rows(od, acc, -full, width, slab, 0, uoff[u0:], wg[u0 * od:],
+                            u1 - u0, full, span, start, g * od, lanes)
+                for o in range(od):
+                    copy_run(dflat, drow + o * dld + full, acc, o * width, span - full, zero)
+            for k in range(nedge):
+                x = ecol[k]
+                for o in range(od):
+                    # a column of the tile at a time: its rows are strided, but the
+                    # loops over them are long and independent
+                    b0 = start[g * od + o]
+                    for yr in range(nrows):
+                        col[yr] = b0
+                    for q in range(ecount[k]):
+                        u = eunits[k, q]
+                        if u < u0 or u >= u1:
+                            continue
+                        wv = wg[u * od + o]
+                        s0 = uoff[u] + x
+                        for yr in range(nrows):
+                            col[yr] += wv * slab[s0 + yr * wi]
+                    d = drow + o * dld + x
+                    for yr in range(nrows):
+                        dflat[d + yr * wi] = col[yr]
+
 @njit(parallel=True, **JIT)
 def weight_grad_direct(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, qlo, rows, cols,
                        ng, nthreads):
