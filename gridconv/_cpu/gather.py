@@ -16,6 +16,9 @@ matrix for the whole batch is ever built.
   16-wide blocks) lay the tile's patches out position-major from a channels-last slab,
   ``P[j, (tz, ty, tx, c)]``, and multiply with a 2x4 block of dot products,
   ``out[o, j] = W[o, :] . P[j, :]``, or accumulate ``dW[o, :] += sum_j G[o, j] P[j, :]``.
+* :func:`gather_wrapped`: :func:`gather_direct` for one source channel per group
+  (depthwise) with ``same``-length rows: unpadded slab rows, each tile one span written
+  in place, the edge columns recomputed.
 * :func:`weight_grad_direct`: single-channel weight gradients as long dot products.
 """
 
