@@ -108,12 +108,12 @@ def _zero_padded(a: Axis, size: int) -> bool:
     return bool(np.array_equal(a.map, np.where((q >= 0) & (q < size), q, -1)))
 
 
-def _wraps(src: np.ndarray, w7: np.ndarray, axes: list[Axis], place) -> bool:
+def _wraps(src: np.ndarray, stacks: int, cs: int, od: int, axes: list[Axis], place) -> bool:
     """Whether :func:`gather.gather_wrapped` runs this gather: one stack, one source
     channel and at most 6 destination channels per group, rows of 2-D or 3-D outputs as
     long as the source rows, unit steps and zero padding along y and x."""
     ay, ax = axes[1], axes[2]
-    return (place is None and w7.shape[0] == 1 and w7.shape[3] == 1 and w7.shape[2] <= 6
+    return (place is None and stacks == 1 and cs == 1 and od <= 6
             and ay.m > 1 and ax.m == src.shape[4]
             and all(a.ss == 1 and a.ds == 1 and a.d0 == 0 for a in (ay, ax))
             and _zero_padded(ay, src.shape[3]) and _zero_padded(ax, src.shape[4]))
@@ -199,7 +199,7 @@ def gather(src: np.ndarray, w6: np.ndarray, bias, dst: np.ndarray, axes: list[Ax
     # the stacks along x are split into contiguous runs).
     merged = flat and tiles[1] == 1 and tiles[2] == 1
     long_rows = axes[2].m // tiles[2] >= _DIRECT_MIN_ROW
-    if _wraps(src, w7, axes, place):
+    if _wraps(src, w7.shape[0], w7.shape[3], od, axes, place):
         taps = pack_blocks(w7, axes)
         rows = _wrapped_rows(axes, src.shape[4], src.shape[0] * w7.shape[1])
         work = src.shape[0] * int(np.prod(m)) * taps[0].size
