@@ -63,6 +63,13 @@ CASES = [
     # x-stride 3: the general phase split
     ((1, 2, 100), (10, 2, 4), dict(stride=3, padding=2), {"gather_direct",
                                                           "weight_grad_blocked"}),
+    # x-stride 4: the interleaved 4-phase split, edges of both kinds (odd length,
+    # padding; reflect padding at both ends of 2-D rows)
+    ((1, 2, 103), (8, 2, 9), dict(stride=4, padding=4), {"gather_direct",
+                                                         "weight_grad_blocked"}),
+    ((1, 2, 3, 150), (8, 2, 3, 7), dict(stride=(1, 4), padding=(1, 3),
+                                        padding_mode="reflect"),
+     {"gather_direct", "weight_grad_blocked"}),
     # short strided rows (8 outputs): the patch path
     ((2, 6, 16, 16), (12, 6, 3, 3), dict(stride=2, padding=1), {"gather"}),
     # 7 channels in one block, 200 units in one chunk of 128 and one of 72

@@ -409,13 +409,17 @@ def weight_grad(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, qlo, xrun,
 # ---- the direct kernels: planar slabs, (channel, tap) units read as slab runs ---------
 
 @njit(inline="always")
-def _lookups(idx, mapy, mapx, qlo, y0, ys, x0, xs, iy_size):
+def _lookups(idx, mapy, mapx, qlo, y0, ys, x0, xs, xa, xb, iy_size):
     """Source row of each slab row (``idx[:ys]``, -1 for a zero) and source column of
-    each slab column (``idx[ys:ys + xs]``), looked up once per tile."""
+    each slab column outside the interior ``[xa, xb)`` (``idx[ys + xx]``; the fills copy
+    the interior without a lookup, and 1-D tiles are thousands of columns wide), looked
+    up once per tile."""
     for yy in range(ys):
         iy = _lookup(mapy, qlo[1], y0 + yy)
         idx[yy] = iy if iy < iy_size else -1
-    for xx in range(xs):
+    for xx in range(xa):
+        idx[ys + xx] = _lookup(mapx, qlo[2], x0 + xx)
+    for xx in range(xb, xs):
         idx[ys + xx] = _lookup(mapx, qlo[2], x0 + xx)
 
 
@@ -430,7 +434,7 @@ def _fill_planes(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, offx, m
     iz_size, iy_size, ix_size = src.shape[2], src.shape[3], src.shape[4]
     z0, y0, x0, zs, ys, xs, xa, xb = _region(ix_size, mz, my0, my1, mx0, mx1, ss, offz,
                                              offy, offx)
-    _lookups(idx, mapy, mapx, qlo, y0, ys, x0, xs, iy_size)
+    _lookups(idx, mapy, mapx, qlo, y0, ys, x0, xs, xa, xb, iy_size)
     nint = xb - xa
     flat = src.reshape(src.size)  # C-contiguous: a view
     for c in range(cs):
@@ -460,6 +464,21 @@ def _split_extent(xs, step):
     return (xs + step - 1) // step
 
 
+
+@njit(inline="always")
+def _split4(slab, d, xq, flat, s, n):
+    """``slab[d + q*xq + j] = flat[s + 4*j + q]`` for ``q < 4``, ``j < n``."""
+    src = flat[s: s + 4 * n]
+    p0 = slab[d: d + n]
+    p1 = slab[d + xq: d + xq + n]
+    p2 = slab[d + 2 * xq: d + 2 * xq + n]
+    p3 = slab[d + 3 * xq: d + 3 * xq + n]
+    for j in range(n):
+        p0[j] = src[4 * j]
+        p1[j] = src[4 * j + 1]
+        p2[j] = src[4 * j + 2]
+        p3[j] = src[4 * j + 3]
+
 @njit(**JIT)
 def _fill_split_planes(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, offx, mapz,
                        mapy, mapx, qlo, step, slab, plane, idx):
@@ -472,7 +491,7 @@ def _fill_split_planes(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, o
     z0, y0, x0, zs, ys, xs, xa, xb = _region(ix_size, mz, my0, my1, mx0, mx1, ss, offz,
                                              offy, offx)
     xq = _split_extent(xs, step)
-    _lookups(idx, mapy, mapx, qlo, y0, ys, x0, xs, iy_size)
+    _lookups(idx, mapy, mapx, qlo, y0, ys, x0, xs, xa, xb, iy_size)
     flat = src.reshape(src.size)  # C-contiguous: a view; flat offsets, no row views
     for c in range(cs):
         for zz in range(zs):
@@ -485,17 +504,22 @@ def _fill_split_planes(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, o
                         slab[d + i] = zero
                     continue
                 r = (((n * src.shape[1] + c0 + c) * iz_size + iz) * iy_size + iy) * ix_size
-                if step == 2:
-                    # the common case (stride 2, two stacks): the interior pairs by
-                    # vector shuffles
-                    j0 = min((xa + 1) // 2, xq)
-                    j1 = max(j0, xb // 2)
+                if step == 2 or step == 4:
+                    # the common cases (stride 2 or two stacks; the stride 4 of audio
+                    # front ends): the interior, where all the phases of an element
+                    # group lie inside the source, by vector shuffles (2) or one loop
+                    # of interleaved accesses that LLVM vectorises (4)
+                    j0 = min((xa + step - 1) // step, xq)
+                    j1 = max(j0, xb // step)
                     s0 = r + x0
-                    split2_run(slab, d + j0, d + xq + j0, flat, s0 + 2 * j0, j1 - j0)
-                    for q in range(2):
+                    if step == 2:
+                        split2_run(slab, d + j0, d + xq + j0, flat, s0 + 2 * j0, j1 - j0)
+                    else:
+                        _split4(slab, d + j0, xq, flat, s0 + 4 * j0, j1 - j0)
+                    for q in range(step):
                         for j in range(xq - j1 + j0):
                             j = j if j < j0 else j + j1 - j0  # outside [j0, j1)
-                            xx = q + 2 * j
+                            xx = q + step * j
                             if xx >= xs:
                                 slab[d + q * xq + j] = zero
                             elif xa <= xx < xb:
