@@ -102,10 +102,24 @@ def _direct_tile(m, outer_tasks: int, limit: int = 2048) -> tuple[int, int]:
     return rows, cols
 
 
+# _zero_padded's answers by map: the maps come from lru caches (the same arrays call
+# after call), and the comparison cost as much as a small depthwise call's kernel. The
+# map itself is kept, so that its id is not reused while the entry lives.
+_ZERO_PADDED: dict = {}
+
+
 def _zero_padded(a: Axis, size: int) -> bool:
     """Whether ``a`` reads zeros outside a source of ``size`` (and nothing else)."""
+    key = (id(a.map), a.qlo, size)
+    hit = _ZERO_PADDED.get(key)
+    if hit is not None and hit[0] is a.map:
+        return hit[1]
     q = a.qlo + np.arange(a.map.shape[0])
-    return bool(np.array_equal(a.map, np.where((q >= 0) & (q < size), q, -1)))
+    answer = bool(np.array_equal(a.map, np.where((q >= 0) & (q < size), q, -1)))
+    if len(_ZERO_PADDED) > 1024:
+        _ZERO_PADDED.clear()
+    _ZERO_PADDED[key] = (a.map, answer)
+    return answer
 
 
 def _wraps(src: np.ndarray, stacks: int, cs: int, od: int, axes: list[Axis], place) -> bool:
