@@ -892,9 +892,7 @@ def gather_wrapped(src, wpk, bias, dst, m, d0z, dsz, ssz, offz, offy, offx, mapz
     od = dst.shape[1] // ng
     nsamp, csrc = src.shape[0], src.shape[1]
     iz_size, iy_size, wi = src.shape[2], src.shape[3], src.shape[4]
-    nyb = (m[1] + rows - 1) // rows
-    ntask = nsamp * ng * m[0] * nyb
-    nth = max(1, min(nthreads, ntask))
+    nyb, _, ntask, nth = _task_grid(nsamp, ng, m, rows, wi, nthreads)
     tz, ty, tx = offz.shape[0], offy.shape[0], offx.shape[0]
     zs = offz[tz - 1] - offz[0] + 1
     ys_max = rows - 1 + offy[ty - 1] - offy[0] + 1
@@ -938,14 +936,10 @@ def gather_wrapped(src, wpk, bias, dst, m, d0z, dsz, ssz, offz, offy, offx, mapz
             task = claim(counter)
             if task >= ntask:
                 break
-            yb = task % nyb
-            t = task // nyb
-            mz = t % m[0]
-            t //= m[0]
-            g = t % ng
-            n = t // ng
-            my0 = yb * rows
-            nrows = min(m[1], my0 + rows) - my0
+            # tiles of whole rows: one tile along x
+            n, g, mz, my0, my1, _, _ = _tile_bounds(task, ng, m[0], nyb, 1, m[1], wi, rows,
+                                                    wi)
+            nrows = my1 - my0
             ys = nrows - 1 + offy[ty - 1] - offy[0] + 1
             y0 = my0 + offy[0]
             # source rows [lo, hi) of the slab's ys rows lie inside the source
