@@ -133,16 +133,6 @@ def _wraps(src: np.ndarray, stacks: int, cs: int, od: int, axes: list[Axis], pla
             and _zero_padded(ay, src.shape[3]) and _zero_padded(ax, src.shape[4]))
 
 
-def _wrapped_rows(axes: list[Axis], width: int, outer_tasks: int) -> int:
-    """Output rows per tile of :func:`gather.gather_wrapped`: about 2048 positions, and
-    at least 4 tiles per thread where the problem allows."""
-    rows = int(max(1, min(axes[1].m, 2048 // width)))
-    want = 4 * numba.get_num_threads()
-    while rows > 1 and outer_tasks * axes[0].m * -(-axes[1].m // rows) < want:
-        rows = -(-rows // 2)
-    return rows
-
-
 def pack_weight(w6: np.ndarray, axes: list[Axis]) -> np.ndarray:
     """(G, D, S, Kz, Ky, Kx) -> (G, Dpad, Rpad): rows per destination channel, the
     reduction laid out (tz, ty, tx, s) in tap order, zero-padded to the 2x8 blocking."""
@@ -215,7 +205,8 @@ def gather(src: np.ndarray, w6: np.ndarray, bias, dst: np.ndarray, axes: list[Ax
     long_rows = axes[2].m // tiles[2] >= _DIRECT_MIN_ROW
     if _wraps(src, w7.shape[0], w7.shape[3], od, axes, place):
         taps = pack_blocks(w7, axes)
-        rows = _wrapped_rows(axes, src.shape[4], src.shape[0] * w7.shape[1])
+        # whole rows (the kernel's tiles span x)
+        rows = _direct_tile(m, src.shape[0] * w7.shape[1])[0]
         work = src.shape[0] * int(np.prod(m)) * taps[0].size
         _run(k.gather_wrapped, work, src, np.ascontiguousarray(taps), b, dst, m,
              axes[0].d0, axes[0].ds, axes[0].ss, *offs, maps[0], qlo, rows)

@@ -464,7 +464,6 @@ def _split_extent(xs, step):
     return (xs + step - 1) // step
 
 
-
 @njit(inline="always")
 def _split4(slab, d, xq, flat, s, n):
     """``slab[d + q*xq + j] = flat[s + 4*j + q]`` for ``q < 4``, ``j < n``."""
@@ -478,6 +477,7 @@ def _split4(slab, d, xq, flat, s, n):
         p1[j] = src[4 * j + 1]
         p2[j] = src[4 * j + 2]
         p3[j] = src[4 * j + 3]
+
 
 @njit(**JIT)
 def _fill_split_planes(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, offx, mapz,
@@ -864,7 +864,6 @@ def gather_direct(src, wpk, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, ma
                                 d0[2] + ds[2] * (mx0 + xr0 + t[2] * full) + sxo, ds[2] * t[2])
 
 
-
 @njit(parallel=True, **JIT)
 def gather_wrapped(src, wpk, bias, dst, m, d0z, dsz, ssz, offz, offy, offx, mapz, qlo,
                    rows, nthreads):
@@ -909,8 +908,7 @@ def gather_wrapped(src, wpk, bias, dst, m, d0z, dsz, ssz, offz, offy, offx, mapz
     dld = nz * ny * wi  # one destination channel to the next
     dflat = dst.reshape(dst.size)  # C-contiguous: views
     sflat = src.reshape(src.size)
-    # The edge columns and, for each, its units whose taps stay inside the row (sorted,
-    # so that the units of the z taps in use are a contiguous part of the list).
+    # The edge columns and, for each, its units whose taps stay inside the row.
     nleft = min(wi, glo)
     nright = min(wi - nleft, max(0, offx[tx - 1]))
     nedge = nleft + nright
@@ -1003,6 +1001,7 @@ def gather_wrapped(src, wpk, bias, dst, m, d0z, dsz, ssz, offz, offy, offx, mapz
                     d = drow + o * dld + x
                     for yr in range(nrows):
                         dflat[d + yr * wi] = col[yr]
+
 
 @njit(parallel=True, **JIT)
 def weight_grad_direct(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, qlo, rows, cols,
