@@ -15,6 +15,7 @@ import pytest
 
 import gridconv as gc
 from gridconv import reference as ref
+from gridconv._cpu import driver, winograd
 from gridconv._cpu import gather as kernels
 
 
@@ -30,15 +31,17 @@ def tol(dtype):
 def spy(monkeypatch):
     """Names of the engine kernels called while the test runs."""
     called = set()
-    for name in ("gather", "gather_direct", "gather_wrapped", "weight_grad",
-                 "weight_grad_direct", "weight_grad_blocked"):
-        fn = getattr(kernels, name)
+    for module, name in ((kernels, "gather"), (kernels, "gather_direct"),
+                         (kernels, "gather_wrapped"), (kernels, "weight_grad"),
+                         (kernels, "weight_grad_direct"), (kernels, "weight_grad_blocked"),
+                         (winograd, "gather_winograd")):
+        fn = getattr(module, name)
 
         def wrapper(*args, _fn=fn, _name=name):
             called.add(_name)
             return _fn(*args)
 
-        monkeypatch.setattr(kernels, name, wrapper)
+        monkeypatch.setattr(module, name, wrapper)
     return called
 
 
@@ -101,12 +104,31 @@ CASES = [
     ((2, 2, 5, 6, 7), (2, 1, 3, 3, 3), dict(padding=((1, 1), (1, 1), (1, 1)), groups=2,
                                             stride=(2, 1, 1)), {"gather_wrapped"}),
     ((1, 1, 8, 70), (1, 1, 5, 5), dict(padding="same"), {"gather_wrapped"}),
+    # Winograd F(4, 3) along x: three consecutive x taps, unit x steps, 8+ channels.
+    # Rows of 21 (a last tile of one output), 13 channels in three blocks
+    ((2, 16, 9, 21), (13, 16, 3, 3), dict(padding=1), {"gather_winograd"}),
+    # 1-D rows of 2502: tiles of 1024 outputs along x, the last of 454 (vector blocks
+    # and a tail of two outputs); circular padding at both ends
+    ((1, 8, 2502), (9, 8, 3), dict(padding="same", padding_mode="circular"),
+     {"gather_winograd"}),
+    # 3-D, z stride 2, reflect padding, groups; rows of 35 (a last tile of three)
+    ((1, 8, 5, 6, 35), (16, 4, 3, 3, 3), dict(stride=(2, 1, 1), padding=1,
+                                              padding_mode="reflect", groups=2),
+     {"gather_winograd"}),
+    # planes and rows of padding alone (the bias), rows of 2 outputs (one tile)
+    ((1, 8, 2, 3, 2), (8, 8, 3, 3, 3), dict(padding=(3, 1, 1)), {"gather_winograd"}),
+    # no x padding, y dilation 2, replicate padding along y only
+    ((2, 8, 7, 30), (10, 8, 3, 3), dict(dilation=(2, 1), padding=((2, 2), (0, 0)),
+                                        padding_mode="replicate"), {"gather_winograd"}),
 ]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("xs, ws, kw, routes", CASES)
-def test_engine_routes_match_reference(xs, ws, kw, routes, dtype, spy):
+def test_engine_routes_match_reference(xs, ws, kw, routes, dtype, spy, monkeypatch):
+    if "gather_winograd" not in routes:
+        # the direct kernel's cases: without Winograd's route, which would take some
+        monkeypatch.setattr(driver, "_WINO_MIN_OUT", 1 << 60)
     rng = np.random.default_rng(sum(xs) + sum(ws))
     x = rng.standard_normal(xs).astype(dtype)
     w = rng.standard_normal(ws).astype(dtype)
@@ -132,7 +154,6 @@ def test_engine_routes_match_reference(xs, ws, kw, routes, dtype, spy):
 def test_transposed_kernel_equal_to_stride_runs_in_one_pass(xs, ws, kw, dtype, spy,
                                                             monkeypatch):
     """Disjoint taps: one 1x1 gather whose channels are placed at their phases."""
-    from gridconv._cpu import driver
 
     calls = []
     monkeypatch.setattr(driver, "_disjoint_phases", lambda *a, _f=driver._disjoint_phases:
@@ -155,7 +176,6 @@ def test_transposed_with_output_padding_takes_the_phase_path(monkeypatch):
     x = rng.standard_normal((1, 2, 5, 5))
     w = rng.standard_normal((2, 3, 2, 2))
     kw = dict(stride=2, output_padding=1)
-    from gridconv._cpu import driver
 
     calls = []
     monkeypatch.setattr(driver, "_disjoint_phases", lambda *a: calls.append(1))
@@ -179,6 +199,60 @@ def test_wrapped_rows_take_no_value_from_the_neighbouring_row(spy):
     np.testing.assert_array_equal(np.isfinite(y), np.isfinite(expected))
     finite = np.isfinite(expected)
     assert finite.sum() > 80 and rel_err(y[finite], expected[finite]) < 1e-12
+
+
+def test_winograd_hand_computed_row():
+    """One output row of F(4, 3) against sums written out by hand: 8 channels of the
+    row 0..9 scaled by channel, taps (1, 2, 3) everywhere: y[x] = s*(1*x[x-1] + 2*x[x] +
+    3*x[x+1]) with zero padding, s = sum of the channel scales."""
+    x = np.arange(10, dtype=np.float32)[None, None, :] * np.arange(1, 9, dtype=np.float32
+                                                                  )[None, :, None]
+    w = np.tile(np.array([1, 2, 3], np.float32), (8, 8, 1))
+    y = gc.conv(x, w, padding=1)
+    s = 36  # 1 + ... + 8
+    row = [2 * 0 + 3 * 1] + [v - 1 + 2 * v + 3 * (v + 1) for v in range(1, 9)] + [8 + 2 * 9]
+    np.testing.assert_allclose(y[0, 0], s * np.array(row, np.float32), rtol=1e-6)
+    assert np.all(y == y[:, :1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("where", ["input", "weight"])
+def test_winograd_infinities_fall_back_to_direct_sums(where, dtype, spy):
+    """Winograd's transforms subtract inputs (and weights): an infinity would meet
+    another of the opposite sign and give NaN where the direct sums give an infinity.
+    Such calls run the direct kernel, and keep its infinities."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 8, 4, 21)).astype(dtype)
+    w = rng.standard_normal((8, 8, 3, 3)).astype(dtype)
+    if where == "input":
+        x[0, 3, 2, 10] = np.inf
+    else:
+        w[2, 1, 1, 1] = -np.inf
+    y = gc.conv(x, w, padding=1)
+    with np.errstate(invalid="ignore"):
+        expected = ref.conv(x.astype(np.float64), w.astype(np.float64), padding=1)
+    assert "gather_direct" in spy
+    assert ("gather_winograd" in spy) == (where == "input")  # weights are checked first
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+    np.testing.assert_array_equal(np.isposinf(y), np.isposinf(expected))
+    assert np.isinf(expected).sum() >= 8
+    finite = np.isfinite(expected)
+    assert rel_err(y[finite], expected[finite]) < tol(dtype)
+
+
+def test_winograd_nans_reach_the_outputs_of_direct_sums(spy):
+    """A NaN reaches only the outputs whose taps read it. In F(4, 3) an input's products
+    cancel (for finite values) in outputs of its tile that do not read it, so a NaN would
+    reach them too: such calls run the direct kernel."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((1, 8, 3, 17)).astype(np.float32)
+    x[0, 0, 1, 6] = np.nan
+    w = rng.standard_normal((8, 8, 3, 3)).astype(np.float32)
+    y = gc.conv(x, w, padding=1)
+    expected = ref.conv(x.astype(np.float64), w.astype(np.float64), padding=1)
+    assert {"gather_winograd", "gather_direct"} <= spy
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+    assert 0 < np.isnan(expected).sum() < 100
 
 
 def test_results_are_reproducible_bit_for_bit():

@@ -15,6 +15,7 @@ import numpy as np
 
 from .._geometry import Axis, forward_axis, phase_axes
 from . import gather as k
+from . import winograd as wk
 
 # Bytes of patches per thread: with the slab and output tile this stays near the 512 KB L2.
 _PATCH_BYTES = 160 * 1024
@@ -133,6 +134,29 @@ def _wraps(src: np.ndarray, stacks: int, cs: int, od: int, axes: list[Axis], pla
             and _zero_padded(ay, src.shape[3]) and _zero_padded(ax, src.shape[4]))
 
 
+# Winograd along x (see gather.winograd): from this many destination and source
+# channels (fewer leave the transforms' cost uncovered), over tiles of this many outputs.
+_WINO_MIN_OUT = 8
+_WINO_MIN_UNITS = 8
+_WINO_SPAN = 1024
+# Outputs per tile of F(mt, 3).
+_WINO_MT = 4
+
+
+def _winograd(src, stacks: int, cs: int, od: int, axes: list[Axis], place) -> bool:
+    """Whether :func:`winograd.gather_winograd` runs this gather: three consecutive x
+    taps, unit steps along x and unit source steps along y, enough channels."""
+    az, ay, ax = axes
+    return (place is None and stacks == 1 and ax.taps == 3 and ax.consecutive
+            and ax.ss == 1 and ax.ds == 1 and ay.ss == 1 and od >= _WINO_MIN_OUT
+            and cs * az.taps * ay.taps >= _WINO_MIN_UNITS)
+
+
+def _even_chunk(nunit: int, limit: int) -> int:
+    """Units per chunk: at most ``limit``, in chunks of near-equal size."""
+    return -(-nunit // -(-nunit // limit)) if nunit else 1
+
+
 def pack_weight(w6: np.ndarray, axes: list[Axis]) -> np.ndarray:
     """(G, D, S, Kz, Ky, Kx) -> (G, Dpad, Rpad): rows per destination channel, the
     reduction laid out (tz, ty, tx, s) in tap order, zero-padded to the 2x8 blocking."""
@@ -203,6 +227,9 @@ def gather(src: np.ndarray, w6: np.ndarray, bias, dst: np.ndarray, axes: list[Ax
     # the stacks along x are split into contiguous runs).
     merged = flat and tiles[1] == 1 and tiles[2] == 1
     long_rows = axes[2].m // tiles[2] >= _DIRECT_MIN_ROW
+    if (_winograd(src, w7.shape[0], w7.shape[3], od, axes, place)
+            and _gather_winograd(src, w7, b, dst, axes, m, d0, ds, qlo, offs, maps)):
+        return
     if _wraps(src, w7.shape[0], w7.shape[3], od, axes, place):
         taps = pack_blocks(w7, axes)
         # whole rows (the kernel's tiles span x)
@@ -226,6 +253,26 @@ def gather(src: np.ndarray, w6: np.ndarray, bias, dst: np.ndarray, axes: list[Ax
     work = src.shape[0] * int(np.prod(m)) * wmat[0].size
     _run(k.gather, work, src, wmat, b, dst, m, d0, ds, ss, *offs, *maps, qlo,
          axes[2].consecutive, np.asarray(tiles, np.int64), rows, cols)
+
+
+def _gather_winograd(src, w7, b, dst, axes, m, d0, ds, qlo, offs, maps) -> bool:
+    """Run :func:`winograd.gather_winograd`; False (``dst`` to be overwritten) when the
+    weights or a transformed input are not finite (the direct kernel then runs)."""
+    if not np.isfinite(w7).all():
+        return False
+    mt = _WINO_MT
+    p, g, d, s = w7.shape[:4]
+    taps = w7[0][..., axes[2].kidx]  # (G, D, S, Kz', Ky', 3), x taps in offset order
+    u = wk.transform_weights(taps, mt)  # (nph, G, D, S, Kz', Ky')
+    order = _block_order(d, s, u.shape[4:] + (1,), tuple(axes[0].kidx.tolist()),
+                         tuple(axes[1].kidx.tolist()), (0,))
+    wpk = np.ascontiguousarray(np.take(u.reshape(u.shape[0], g, -1), order, axis=2))
+    nunit = s * axes[0].taps * axes[1].taps
+    rows, cols = _direct_tile(m, src.shape[0] * g, _WINO_SPAN)
+    work = src.shape[0] * int(np.prod(m)) * g * d * nunit * 3
+    bad = _run(wk.gather_winograd, work, src, wpk, b, dst, m, d0, ds, axes[0].ss, *offs,
+               *maps, qlo, rows, cols, _even_chunk(nunit, _DIRECT_CHUNK))
+    return not bad.any()
 
 
 def input_grad(gout: np.ndarray, w6: np.ndarray, bias, dst: np.ndarray, geom) -> None:
