@@ -104,20 +104,23 @@ CASES = [
     ((2, 2, 5, 6, 7), (2, 1, 3, 3, 3), dict(padding=((1, 1), (1, 1), (1, 1)), groups=2,
                                             stride=(2, 1, 1)), {"gather_wrapped"}),
     ((1, 1, 8, 70), (1, 1, 5, 5), dict(padding="same"), {"gather_wrapped"}),
-    # Winograd F(4, 3) along x: three consecutive x taps, unit x steps, 8+ channels.
-    # Rows of 21 (a last tile of one output), 13 channels in three blocks
+    # Winograd F(4, 3) along x: three consecutive x taps, unit x steps, 8+ channels,
+    # 16+ units per phase, rows of 8+. Rows of 21 (a last tile of one output), 13
+    # channels in three blocks
     ((2, 16, 9, 21), (13, 16, 3, 3), dict(padding=1), {"gather_winograd"}),
+    # rows of 16: the tile's rows stored as one span (vector blocks and a tail)
+    ((2, 16, 9, 16), (12, 16, 3, 3), dict(padding=1), {"gather_winograd"}),
     # 1-D rows of 2502: tiles of 1024 outputs along x, the last of 454 (vector blocks
     # and a tail of two outputs); circular padding at both ends
-    ((1, 8, 2502), (9, 8, 3), dict(padding="same", padding_mode="circular"),
+    ((1, 16, 2502), (9, 16, 3), dict(padding="same", padding_mode="circular"),
      {"gather_winograd"}),
     # 3-D, z stride 2, reflect padding, groups; rows of 35 (a last tile of three)
     ((1, 8, 5, 6, 35), (16, 4, 3, 3, 3), dict(stride=(2, 1, 1), padding=1,
                                               padding_mode="reflect", groups=2),
      {"gather_winograd"}),
-    # planes and rows of padding alone (the bias), rows of 2 outputs (one tile)
-    ((1, 8, 2, 3, 2), (8, 8, 3, 3, 3), dict(padding=(3, 1, 1)), {"gather_winograd"}),
-    # no x padding, y dilation 2, replicate padding along y only
+    # planes and rows of padding alone (the bias), rows of 9
+    ((1, 8, 2, 3, 9), (8, 8, 3, 3, 3), dict(padding=(3, 1, 1)), {"gather_winograd"}),
+    # no x padding (rows of 28 as one span), y dilation 2, replicate padding along y
     ((2, 8, 7, 30), (10, 8, 3, 3), dict(dilation=(2, 1), padding=((2, 2), (0, 0)),
                                         padding_mode="replicate"), {"gather_winograd"}),
 ]
@@ -201,18 +204,18 @@ def test_wrapped_rows_take_no_value_from_the_neighbouring_row(spy):
     assert finite.sum() > 80 and rel_err(y[finite], expected[finite]) < 1e-12
 
 
-def test_winograd_hand_computed_row():
-    """One output row of F(4, 3) against sums written out by hand: 8 channels of the
+def test_winograd_hand_computed_row(spy):
+    """One output row of F(4, 3) against sums written out by hand: 16 channels of the
     row 0..9 scaled by channel, taps (1, 2, 3) everywhere: y[x] = s*(1*x[x-1] + 2*x[x] +
     3*x[x+1]) with zero padding, s = sum of the channel scales."""
-    x = np.arange(10, dtype=np.float32)[None, None, :] * np.arange(1, 9, dtype=np.float32
+    x = np.arange(10, dtype=np.float32)[None, None, :] * np.arange(1, 17, dtype=np.float32
                                                                   )[None, :, None]
-    w = np.tile(np.array([1, 2, 3], np.float32), (8, 8, 1))
+    w = np.tile(np.array([1, 2, 3], np.float32), (8, 16, 1))
     y = gc.conv(x, w, padding=1)
-    s = 36  # 1 + ... + 8
+    s = 136  # 1 + ... + 16
     row = [2 * 0 + 3 * 1] + [v - 1 + 2 * v + 3 * (v + 1) for v in range(1, 9)] + [8 + 2 * 9]
     np.testing.assert_allclose(y[0, 0], s * np.array(row, np.float32), rtol=1e-6)
-    assert np.all(y == y[:, :1])
+    assert np.all(y == y[:, :1]) and spy == {"gather_winograd"}
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -134,10 +134,13 @@ def _wraps(src: np.ndarray, stacks: int, cs: int, od: int, axes: list[Axis], pla
             and _zero_padded(ay, src.shape[3]) and _zero_padded(ax, src.shape[4]))
 
 
-# Winograd along x (see gather.winograd): from this many destination and source
-# channels (fewer leave the transforms' cost uncovered), over tiles of this many outputs.
+# Winograd along x (see winograd.py): from this many destination channels, units per
+# phase (source channels x z taps x y taps) and outputs per row (fewer leave the
+# transforms' cost uncovered: at 9 units or on 4x4 images the direct kernel is as fast
+# or faster), over tiles of up to this many outputs.
 _WINO_MIN_OUT = 8
-_WINO_MIN_UNITS = 8
+_WINO_MIN_UNITS = 16
+_WINO_MIN_ROW = 8
 _WINO_SPAN = 1024
 # Outputs per tile of F(mt, 3).
 _WINO_MT = 4
@@ -149,7 +152,7 @@ def _winograd(src, stacks: int, cs: int, od: int, axes: list[Axis], place) -> bo
     az, ay, ax = axes
     return (place is None and stacks == 1 and ax.taps == 3 and ax.consecutive
             and ax.ss == 1 and ax.ds == 1 and ay.ss == 1 and od >= _WINO_MIN_OUT
-            and cs * az.taps * ay.taps >= _WINO_MIN_UNITS)
+            and ax.m >= _WINO_MIN_ROW and cs * az.taps * ay.taps >= _WINO_MIN_UNITS)
 
 
 def _even_chunk(nunit: int, limit: int) -> int:

@@ -377,9 +377,14 @@ def gather_winograd(src, wpk, bias, dst, m, d0, ds, ssz, offz, offy, offx, mapz,
                         wpk[j, g], nunit, useg, chunk, 0, span, start if j == 1 else zeros,
                         g * od, lanes)
             dz = d0[0] + ds[0] * mz
-            nfull = ncols // (mt * lanes)  # blocks of lanes whole tiles
+            # Whole destination rows of whole tiles are one span, as the accumulator rows
+            # are: one pass per channel (rows of 8-16 outputs would take no vector block).
+            one = ncols == nx_all and ncols % mt == 0 and d0[2] == 0 and ds[1] == 1
+            nrun = 1 if one else nrows
+            rcols = nrows * ncols if one else ncols
+            nfull = rcols // (mt * lanes)  # blocks of lanes whole tiles
             for o in range(od):
-                for yr in range(nrows):
+                for yr in range(nrun):
                     drow = (((n * dst.shape[1] + g * od + o) * nz + dz) * ny + d0[1]
                             + ds[1] * (my0 + yr)) * nx_all + d0[2] + mx0
                     a0 = o * ld + yr * nt
@@ -387,7 +392,7 @@ def gather_winograd(src, wpk, bias, dst, m, d0, ds, ssz, offz, offy, offx, mapz,
                         _OUT2(dflat, drow, acc, a0, od * ld, nfull)
                     else:
                         _OUT4(dflat, drow, acc, a0, od * ld, nfull)
-                    _output_tail(dflat, drow, acc, a0, od * ld, nfull * lanes, ncols, mt)
+                    _output_tail(dflat, drow, acc, a0, od * ld, nfull * lanes, rcols, mt)
         if chk - chk != 0:
             bad[th] = 1
     return bad
