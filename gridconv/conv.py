@@ -169,10 +169,18 @@ def _flip(weight: np.ndarray, nd: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------- forward ---
 
+def _finite(a: np.ndarray) -> bool:
+    """Whether every element is finite (a sum: no temporary the size of ``a``; a sum
+    that overflows answers False, which only costs the faster path)."""
+    return bool(np.isfinite(a.sum()))
+
+
 def _conv_forward(x, weight, bias, spec: _ConvSpec) -> np.ndarray:
     w = _flip(weight, spec.nd) if spec.flip else weight
+    # The FFT mixes every input into every output: one infinity or NaN would turn the
+    # whole result into NaN. Such inputs take the direct sums.
     if _fft.fft_is_faster(spec.in_shape, spec.w_shape, spec.out_shape, spec.pads,
-                          spec.dilation, spec.groups):
+                          spec.dilation, spec.groups) and _finite(w) and _finite(x):
         return _fft.conv_fft(x, w, bias, stride=spec.stride, pads=spec.pads,
                              dilation=spec.dilation, groups=spec.groups, mode=spec.mode)
     x5 = x.reshape(_lift(x.shape, spec.nd))

@@ -386,6 +386,26 @@ def test_fft_path_matches_reference(mode, dtype):
         assert rel_err(y, expected) < (5e-6 if dtype == np.float32 else 1e-12)
 
 
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+def test_fft_path_leaves_non_finite_inputs_to_the_direct_sums(bad):
+    """An FFT spreads one infinity or NaN over the whole output; the definition puts it
+    only where the taps read it. Such inputs take the direct kernel."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((1, 1, 5000))
+    x[0, 0, 2500] = bad
+    w = rng.standard_normal((1, 1, 1001))
+    from gridconv import _fft
+    assert _fft.fft_is_faster(x.shape, w.shape, x.shape, ((500, 500),), (1,), 1)
+    y = gc.conv(x, w, padding="same")
+    with np.errstate(invalid="ignore"):
+        expected = ref.conv(x, w, padding="same")
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+    np.testing.assert_array_equal(np.isinf(y), np.isinf(expected))
+    finite = np.isfinite(expected)
+    assert 3000 < finite.sum() < 4500
+    assert rel_err(y[finite], expected[finite]) < 1e-12
+
+
 def test_fft_path_is_chosen_for_large_kernels_only():
     from gridconv import _fft
     # 10^5 samples and a 4001-tap FIR filter: the FFT wins by far
