@@ -156,6 +156,7 @@ _WINO_MIN_OUT = 8
 _WINO_MIN_UNITS = 16
 _WINO_MIN_ROW = 8
 _WINO_SPAN = 1024
+_WINO_ACC = 96 * 1024
 # Outputs per tile of F(mt, 3).
 _WINO_MT = 4
 
@@ -167,6 +168,13 @@ def _winograd(src, stacks: int, cs: int, od: int, axes: list[Axis], place) -> bo
     return (place is None and stacks == 1 and ax.taps == 3 and ax.consecutive
             and ax.ss == 1 and ax.ds == 1 and ay.ss == 1 and od >= _WINO_MIN_OUT
             and ax.m >= _WINO_MIN_ROW and cs * az.taps * ay.taps >= _WINO_MIN_UNITS)
+
+
+def _wino_span(od: int, mt: int) -> int:
+    """Outputs per Winograd tile: ``_WINO_SPAN``, fewer where the accumulator (``mt + 2``
+    phases x ``od`` channels x ``span / mt`` tiles) would pass 96K elements (384 KB in
+    float32, within the 512 KB L2 with the slab; from 64 destination channels)."""
+    return int(max(8 * mt, min(_WINO_SPAN, _WINO_ACC // ((mt + 2) * od) * mt)))
 
 
 def _even_chunk(nunit: int, limit: int) -> int:
@@ -285,7 +293,7 @@ def _gather_winograd(src, w7, b, dst, axes, m, d0, ds, qlo, offs, maps) -> bool:
                          tuple(axes[1].kidx.tolist()), (0,))
     wpk = np.ascontiguousarray(np.take(u.reshape(u.shape[0], g, -1), order, axis=2))
     nunit = s * axes[0].taps * axes[1].taps
-    rows, cols = _direct_tile(m, src.shape[0] * g, _WINO_SPAN)
+    rows, cols = _direct_tile(m, src.shape[0] * g, _wino_span(d, mt))
     work = src.shape[0] * int(np.prod(m)) * g * d * nunit * 3
     bad = _run(wk.gather_winograd, work, src, wpk, b, dst, m, d0, ds, axes[0].ss, *offs,
                *maps, qlo, rows, cols, _even_chunk(nunit, _DIRECT_CHUNK))
