@@ -298,8 +298,8 @@ def gather_winograd(src, wpk, bias, dst, m, d0, ds, ssz, offz, offy, offx, mapz,
     wpk : (nph, G, od * nunit) the phases' transformed weights of the ``nunit = cs*Tz*Ty``
     units (z tap, y tap, channel), packed per block of 6 destination channels as for
     ``gather_direct``; ssz : the source step along z; rows x cols : the tile in output
-    positions (cols a multiple of mt, or the whole row); chunk : units per chunk of the
-    reduction. Other arguments as ``gather_direct``.
+    positions (a tile's last Winograd tile may be partial); chunk : units per chunk of
+    the reduction. Other arguments as ``gather_direct``.
 
     Returns one value per thread: nonzero when a transformed input was not finite (the
     caller then runs the direct kernel; ``dst`` holds garbage).
