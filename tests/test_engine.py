@@ -132,6 +132,8 @@ def test_engine_routes_match_reference(xs, ws, kw, routes, dtype, spy, monkeypat
     if "gather_winograd" not in routes:
         # the direct kernel's cases: without Winograd's route, which would take some
         monkeypatch.setattr(driver, "_WINO_MIN_OUT", 1 << 60)
+    elif dtype == np.float64:
+        routes = {"gather_direct"}  # Winograd runs float32 only
     rng = np.random.default_rng(sum(xs) + sum(ws))
     x = rng.standard_normal(xs).astype(dtype)
     w = rng.standard_normal(ws).astype(dtype)
@@ -204,11 +206,11 @@ def test_wrapped_rows_take_no_value_from_the_neighbouring_row(spy):
     assert finite.sum() > 80 and rel_err(y[finite], expected[finite]) < 1e-12
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_winograd_f23_matches_reference(dtype, spy, monkeypatch):
+def test_winograd_f23_matches_reference(spy, monkeypatch):
     """F(2, 3) (the kernel's other transform: 4 phases, a third fewer multiply-adds,
     less rounding) on rows with a partial last tile and rows stored as one span."""
     monkeypatch.setattr(driver, "_WINO_MT", 2)
+    dtype = np.float32
     rng = np.random.default_rng(11)
     for xs, ws, kw in [((2, 16, 5, 21), (9, 16, 3, 3), dict(padding=1)),
                        ((1, 8, 3, 4, 32), (8, 8, 3, 3, 3), dict(padding=1,
@@ -220,6 +222,17 @@ def test_winograd_f23_matches_reference(dtype, spy, monkeypatch):
         expected = ref.conv(*(a.astype(np.float64) for a in (x, w, b)), **kw)
         assert rel_err(y, expected) < tol(dtype)
     assert spy == {"gather_winograd"}
+
+
+def test_winograd_is_float32_only(spy):
+    """float64 takes the direct sums (its users ask for accuracy)."""
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((1, 16, 4, 20))
+    w = rng.standard_normal((8, 16, 3, 3))
+    gc.conv(x, w, padding=1)
+    assert spy == {"gather_direct"}
+    gc.conv(x.astype(np.float32), w.astype(np.float32), padding=1)
+    assert "gather_winograd" in spy
 
 
 def test_winograd_hand_computed_row(spy):
@@ -236,12 +249,12 @@ def test_winograd_hand_computed_row(spy):
     assert np.all(y == y[:, :1]) and spy == {"gather_winograd"}
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("where", ["input", "weight"])
-def test_winograd_infinities_fall_back_to_direct_sums(where, dtype, spy):
+def test_winograd_infinities_fall_back_to_direct_sums(where, spy):
     """Winograd's transforms subtract inputs (and weights): an infinity would meet
     another of the opposite sign and give NaN where the direct sums give an infinity.
     Such calls run the direct kernel, and keep its infinities."""
+    dtype = np.float32
     rng = np.random.default_rng(5)
     x = rng.standard_normal((1, 8, 4, 21)).astype(dtype)
     w = rng.standard_normal((8, 8, 3, 3)).astype(dtype)

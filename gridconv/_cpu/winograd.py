@@ -28,7 +28,8 @@ them too. So the fill sums the transformed values as it goes; a non-finite sum f
 the call, and the driver runs the direct kernel instead (as it does for non-finite
 weights). Rounding: F(4, 3)'s constants (up to 8 and 1/24) make its float32 results
 differ from the exact sums by about ten times the direct kernel's error (about 1e-6 of
-the largest output instead of 1e-7).
+the largest output instead of 1e-7). The driver routes float32 here only (the kernel
+itself takes either dtype).
 """
 
 from __future__ import annotations
