@@ -256,7 +256,7 @@ def gather(src: np.ndarray, w6: np.ndarray, bias, dst: np.ndarray, axes: list[Ax
     merged = flat and tiles[1] == 1 and tiles[2] == 1
     long_rows = axes[2].m // tiles[2] >= _DIRECT_MIN_ROW
     if (_winograd(src, w7.shape[0], w7.shape[3], od, axes, place)
-            and _gather_winograd(src, w7, b, dst, axes, m, d0, ds, qlo, offs, maps)):
+            and _gather_winograd(src, w7, b, dst, axes, m, d0, ds, ss, qlo, offs, maps)):
         return
     if _wraps(src, w7.shape[0], w7.shape[3], od, axes, place):
         taps = pack_blocks(w7, axes)
@@ -283,7 +283,7 @@ def gather(src: np.ndarray, w6: np.ndarray, bias, dst: np.ndarray, axes: list[Ax
          axes[2].consecutive, np.asarray(tiles, np.int64), rows, cols)
 
 
-def _gather_winograd(src, w7, b, dst, axes, m, d0, ds, qlo, offs, maps) -> bool:
+def _gather_winograd(src, w7, b, dst, axes, m, d0, ds, ss, qlo, offs, maps) -> bool:
     """Run :func:`winograd.gather_winograd`; False (``dst`` to be overwritten) when the
     weights or a transformed input are not finite (the direct kernel then runs)."""
     if not np.isfinite(w7).all():
@@ -298,7 +298,7 @@ def _gather_winograd(src, w7, b, dst, axes, m, d0, ds, qlo, offs, maps) -> bool:
     nunit = s * axes[0].taps * axes[1].taps
     rows, cols = _direct_tile(m, src.shape[0] * g, _wino_span(d, mt))
     work = src.shape[0] * int(np.prod(m)) * g * d * nunit * 3
-    bad = _run(wk.gather_winograd, work, src, wpk, b, dst, m, d0, ds, axes[0].ss, *offs,
+    bad = _run(wk.gather_winograd, work, src, wpk, b, dst, m, d0, ds, ss, *offs,
                *maps, qlo, rows, cols, _even_chunk(nunit, _DIRECT_CHUNK))
     return not bad.any()
 

@@ -423,6 +423,21 @@ def _lookups(idx, mapy, mapx, qlo, y0, ys, x0, xs, xa, xb, iy_size):
         idx[ys + xx] = _lookup(mapx, qlo[2], x0 + xx)
 
 
+@njit(inline="always")
+def _padded_row(dst, d, flat, r, x0, xs, xa, xb, idx, ys):
+    """``dst[d + xx]`` for ``xx < xs``: the padded source row from column ``x0`` (the
+    row at ``flat[r:]``), one copy inside ``[xa, xb)``, the edge columns through their
+    :func:`_lookups` (``idx[ys + xx]``, -1 for a zero)."""
+    zero = dst.dtype.type(0)
+    for xx in range(xa):
+        ix = idx[ys + xx]
+        dst[d + xx] = flat[r + ix] if ix >= 0 else zero
+    copy_run(dst, d + xa, flat, r + x0 + xa, xb - xa, zero)
+    for xx in range(xb, xs):
+        ix = idx[ys + xx]
+        dst[d + xx] = flat[r + ix] if ix >= 0 else zero
+
+
 @njit(**JIT)
 def _fill_planes(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, offx, mapz, mapy,
                  mapx, qlo, slab, plane, idx):
@@ -435,7 +450,6 @@ def _fill_planes(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, offx, m
     z0, y0, x0, zs, ys, xs, xa, xb = _region(ix_size, mz, my0, my1, mx0, mx1, ss, offz,
                                              offy, offx)
     _lookups(idx, mapy, mapx, qlo, y0, ys, x0, xs, xa, xb, iy_size)
-    nint = xb - xa
     flat = src.reshape(src.size)  # C-contiguous: a view
     for c in range(cs):
         for zz in range(zs):
@@ -448,13 +462,7 @@ def _fill_planes(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, offx, m
                         slab[d + i] = zero
                     continue
                 r = (((n * src.shape[1] + c0 + c) * iz_size + iz) * iy_size + iy) * ix_size
-                for xx in range(xa):
-                    ix = idx[ys + xx]
-                    slab[d + xx] = flat[r + ix] if ix >= 0 else zero
-                copy_run(slab, d + xa, flat, r + x0 + xa, nint, zero)
-                for xx in range(xb, xs):
-                    ix = idx[ys + xx]
-                    slab[d + xx] = flat[r + ix] if ix >= 0 else zero
+                _padded_row(slab, d, flat, r, x0, xs, xa, xb, idx, ys)
     return ys, xs
 
 

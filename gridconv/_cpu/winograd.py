@@ -40,8 +40,18 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .gather import JIT, _lookup, _lookups, _reduce, _tap_range, _task_grid, _tile_bounds
-from .micro import I32, I64, _data, _Vec, claim, copy_run
+from .gather import (
+    JIT,
+    _lookup,
+    _lookups,
+    _padded_row,
+    _reduce,
+    _region,
+    _tap_range,
+    _task_grid,
+    _tile_bounds,
+)
+from .micro import I32, I64, _data, _Vec, claim
 
 # G per output count mt: the phases' weights from the three taps (rows: phases).
 FILTER_TRANSFORM = {
@@ -240,7 +250,7 @@ def _output_tail(dflat, drow, acc, a0, pstride, t1, ncols, mt):
 
 
 @njit(**JIT)
-def _fill_phases(src, n, c0, cs, mz, my0, my1, mx0, nt, mt, ssz, offz, offy, offx, mapz,
+def _fill_phases(src, n, c0, cs, mz, my0, my1, mx0, nt, mt, ss, offz, offy, offx, mapz,
                  mapy, mapx, qlo, slab, plane, pstride, idx, buf):
     """The phase rows of a tile: for channel ``c``, slab row ``(zz, yy)`` and phase ``j``,
     the ``nt`` tiles' transformed inputs at ``slab[j*pstride + c*plane + (zz*ys +
@@ -250,14 +260,9 @@ def _fill_phases(src, n, c0, cs, mz, my0, my1, mx0, nt, mt, ssz, offz, offy, off
     zero = src.dtype.type(0)
     lanes = 32 // src.itemsize
     iz_size, iy_size, ix_size = src.shape[2], src.shape[3], src.shape[4]
-    z0 = ssz * mz + offz[0]
-    y0 = my0 + offy[0]
-    x0 = mx0 + offx[0]
-    zs = offz[offz.shape[0] - 1] - offz[0] + 1
-    ys = my1 - my0 + offy[offy.shape[0] - 1] - offy[0]
-    xs = mt * nt + 2
-    xa = min(max(0, -x0), xs)
-    xb = max(xa, min(xs, ix_size - x0))
+    # the region of whole Winograd tiles: mt*nt + 2 columns
+    z0, y0, x0, zs, ys, xs, xa, xb = _region(ix_size, mz, my0, my1, mx0, mx0 + mt * nt, ss,
+                                             offz, offy, offx)
     _lookups(idx, mapy, mapx, qlo, y0, ys, x0, xs, xa, xb, iy_size)
     nph = mt + 2
     nblk = (nt + lanes - 1) // lanes
@@ -275,13 +280,7 @@ def _fill_phases(src, n, c0, cs, mz, my0, my1, mx0, nt, mt, ssz, offz, offy, off
                             slab[d + j * pstride + t] = zero
                     continue
                 r = (((n * src.shape[1] + c0 + c) * iz_size + iz) * iy_size + iy) * ix_size
-                for xx in range(xa):
-                    ix = idx[ys + xx]
-                    buf[xx] = flat[r + ix] if ix >= 0 else zero
-                copy_run(buf, xa, flat, r + x0 + xa, xb - xa, zero)
-                for xx in range(xb, xs):
-                    ix = idx[ys + xx]
-                    buf[xx] = flat[r + ix] if ix >= 0 else zero
+                _padded_row(buf, 0, flat, r, x0, xs, xa, xb, idx, ys)
                 if mt == 2:
                     chk += _IN2(slab, d, pstride, buf, nblk)
                 else:
@@ -290,7 +289,7 @@ def _fill_phases(src, n, c0, cs, mz, my0, my1, mx0, nt, mt, ssz, offz, offy, off
 
 
 @njit(parallel=True, **JIT)
-def gather_winograd(src, wpk, bias, dst, m, d0, ds, ssz, offz, offy, offx, mapz, mapy,
+def gather_winograd(src, wpk, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, mapy,
                     mapx, qlo, rows, cols, chunk, nthreads):
     """``dst`` as :func:`gridconv._cpu.gather.gather_direct` computes it, for three
     consecutive x taps at unit source and destination steps along x and unit source
@@ -298,7 +297,7 @@ def gather_winograd(src, wpk, bias, dst, m, d0, ds, ssz, offz, offy, offx, mapz,
 
     wpk : (nph, G, od * nunit) the phases' transformed weights of the ``nunit = cs*Tz*Ty``
     units (z tap, y tap, channel), packed per block of 6 destination channels as for
-    ``gather_direct``; ssz : the source step along z; rows x cols : the tile in output
+    ``gather_direct``; ss : the source steps (1 along y and x); rows x cols : the tile in output
     positions (a tile's last Winograd tile may be partial); chunk : units per chunk of
     the reduction. Other arguments as ``gather_direct``.
 
@@ -352,12 +351,12 @@ def gather_winograd(src, wpk, bias, dst, m, d0, ds, ssz, offz, offy, offx, mapz,
             ncols = mx1 - mx0
             nrows = my1 - my0
             nt = (ncols + mt - 1) // mt
-            ys, c = _fill_phases(src, n, g * cs, cs, mz, my0, my1, mx0, nt, mt, ssz, offz,
+            ys, c = _fill_phases(src, n, g * cs, cs, mz, my0, my1, mx0, nt, mt, ss, offz,
                                  offy, offx, mapz, mapy, mapx, qlo, slab, plane, pstride,
                                  idx, buf)
             chk += c
             for zz in range(zs):
-                iz = _lookup(mapz, qlo[0], ssz * mz + offz[0] + zz)
+                iz = _lookup(mapz, qlo[0], ss[0] * mz + offz[0] + zz)
                 zidx[zz] = iz if iz < src.shape[2] else -1
             a_lo, a_hi = _tap_range(zidx, 0, offz)
             for a in range(tz):
