@@ -16,6 +16,7 @@ import os as _os
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from . import kernels, reference  # noqa: E402
+from ._algorithms import algorithms, set_algorithms  # noqa: E402
 from .activation import (
     abs_rectify,
     abs_rectify_backward,
@@ -85,5 +86,6 @@ __all__ = [
     "relu", "relu_backward", "leaky_relu", "leaky_relu_backward", "prelu", "prelu_backward",
     "abs_rectify", "abs_rectify_backward", "sigmoid", "sigmoid_backward", "tanh",
     "tanh_backward", "softmax", "softmax_backward", "log_softmax", "log_softmax_backward",
-    "reference", "kernels", "to_device", "to_host", "backends",
+    "reference", "kernels", "to_device", "to_host", "backends", "algorithms",
+    "set_algorithms",
 ]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing  # noqa: F401  (np.typing for the annotations)
 
-from . import _fft
+from . import _algorithms, _fft
 from . import _geometry as geo
 from ._cpu import driver
 from ._dispatch import dispatch
@@ -179,8 +179,10 @@ def _conv_forward(x, weight, bias, spec: _ConvSpec) -> np.ndarray:
     w = _flip(weight, spec.nd) if spec.flip else weight
     # The FFT mixes every input into every output: one infinity or NaN would turn the
     # whole result into NaN. Such inputs take the direct sums.
-    if _fft.fft_is_faster(spec.in_shape, spec.w_shape, spec.out_shape, spec.pads,
-                          spec.dilation, spec.groups) and _finite(w) and _finite(x):
+    if (_algorithms.enabled("fft")
+            and _fft.fft_is_faster(spec.in_shape, spec.w_shape, spec.out_shape, spec.pads,
+                                   spec.dilation, spec.groups)
+            and _finite(w) and _finite(x)):
         return _fft.conv_fft(x, w, bias, stride=spec.stride, pads=spec.pads,
                              dilation=spec.dilation, groups=spec.groups, mode=spec.mode)
     x5 = x.reshape(_lift(x.shape, spec.nd))

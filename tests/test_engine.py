@@ -224,6 +224,48 @@ def test_winograd_f23_matches_reference(spy, monkeypatch):
     assert spy == {"gather_winograd"}
 
 
+def test_algorithms_switch_winograd_off_and_back(spy):
+    """``gridconv.algorithms(winograd=False)``: the direct sums inside the block (the
+    same values up to rounding), Winograd again after it, even when the block raises."""
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((1, 16, 4, 20)).astype(np.float32)
+    w = rng.standard_normal((8, 16, 3, 3)).astype(np.float32)
+    with gc.algorithms(winograd=False):
+        direct = gc.conv(x, w, padding=1)
+    assert spy == {"gather_direct"}
+    assert rel_err(gc.conv(x, w, padding=1), direct) < 1e-5 and "gather_winograd" in spy
+    with pytest.raises(RuntimeError), gc.algorithms(winograd=False):
+        raise RuntimeError
+    assert gc.set_algorithms() == {"winograd": True, "fft": True}
+
+
+def test_algorithms_switch_fft_off(monkeypatch):
+    from gridconv import _fft
+
+    calls = []
+    monkeypatch.setattr(_fft, "conv_fft", lambda *a, _f=_fft.conv_fft, **k:
+                        calls.append(1) or _f(*a, **k))
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((1, 1, 5000))
+    w = rng.standard_normal((1, 1, 1001))
+    assert _fft.fft_is_faster(x.shape, w.shape, x.shape, ((500, 500),), (1,), 1)
+    with gc.algorithms(fft=False):
+        y = gc.conv(x, w, padding="same")
+    assert calls == []
+    assert rel_err(y, ref.conv(x, w, padding="same")) < 1e-12
+    gc.conv(x, w, padding="same")
+    assert calls == [1]
+
+
+def test_set_algorithms_refuses_non_booleans():
+    with pytest.raises(TypeError, match=r"set_algorithms: `winograd` must be True, False "
+                                        r"or None, got 'no'"):
+        gc.set_algorithms(winograd="no")
+    with pytest.raises(TypeError, match="`fft`"):
+        gc.set_algorithms(fft=1)
+    assert gc.set_algorithms() == {"winograd": True, "fft": True}
+
+
 def test_winograd_is_float32_only(spy):
     """float64 takes the direct sums (its users ask for accuracy)."""
     rng = np.random.default_rng(12)

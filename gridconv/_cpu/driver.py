@@ -13,6 +13,7 @@ import itertools
 import numba
 import numpy as np
 
+from .. import _algorithms
 from .._geometry import Axis, forward_axis, phase_axes
 from . import gather as k
 from . import winograd as wk
@@ -167,10 +168,11 @@ def _winograd(src, stacks: int, cs: int, od: int, axes: list[Axis], place) -> bo
     20 s), three consecutive x taps, unit steps along x and unit source steps along y,
     enough channels."""
     az, ay, ax = axes
-    return (src.dtype == np.float32 and place is None and stacks == 1 and ax.taps == 3
-            and ax.consecutive
-            and ax.ss == 1 and ax.ds == 1 and ay.ss == 1 and od >= _WINO_MIN_OUT
-            and ax.m >= _WINO_MIN_ROW and cs * az.taps * ay.taps >= _WINO_MIN_UNITS)
+    return (_algorithms.enabled("winograd") and src.dtype == np.float32
+            and place is None and stacks == 1
+            and ax.taps == 3 and ax.consecutive and ax.ss == 1 and ax.ds == 1
+            and ay.ss == 1 and od >= _WINO_MIN_OUT and ax.m >= _WINO_MIN_ROW
+            and cs * az.taps * ay.taps >= _WINO_MIN_UNITS)
 
 
 def _wino_span(od: int, mt: int) -> int:
