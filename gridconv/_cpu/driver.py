@@ -291,7 +291,7 @@ def _gather_winograd(src, w7, b, dst, axes, m, d0, ds, ss, qlo, offs, maps) -> b
     if not np.isfinite(w7).all():
         return False
     mt = _WINO_MT
-    p, g, d, s = w7.shape[:4]
+    g, d, s = w7.shape[1:4]
     taps = w7[0][..., axes[2].kidx]  # (G, D, S, Kz', Ky', 3), x taps in offset order
     u = wk.transform_weights(taps, mt)  # (nph, G, D, S, Kz', Ky')
     order = _block_order(d, s, u.shape[4:] + (1,), tuple(axes[0].kidx.tolist()),
