@@ -155,6 +155,10 @@ def test_engine_routes_match_reference(xs, ws, kw, routes, dtype, spy, monkeypat
     ((2, 6, 7), (6, 5, 3), dict(stride=3)),
     ((2, 4, 5, 6), (4, 3, 2, 3), dict(stride=(2, 3), groups=2)),
     ((1, 3, 3, 4, 5), (3, 8, 2, 2, 2), dict(stride=2)),
+    # x kernel 2: the phase pairs are stored as whole interleaved rows; with groups, and
+    # 1-D rows cut into several tiles along x
+    ((2, 4, 5, 7), (4, 3, 2, 2), dict(stride=2, groups=2)),
+    ((1, 3, 1500), (3, 5, 2), dict(stride=2)),
 ])
 def test_transposed_kernel_equal_to_stride_runs_in_one_pass(xs, ws, kw, dtype, spy,
                                                             monkeypatch):
