@@ -104,6 +104,8 @@ CASES = [
     ((2, 2, 5, 6, 7), (2, 1, 3, 3, 3), dict(padding=((1, 1), (1, 1), (1, 1)), groups=2,
                                             stride=(2, 1, 1)), {"gather_wrapped"}),
     ((1, 1, 8, 70), (1, 1, 5, 5), dict(padding="same"), {"gather_wrapped"}),
+    # 147 planes: claimed in batches of 2 or more, the last batch partial
+    ((3, 49, 6, 8), (49, 1, 3, 3), dict(padding=1, groups=49), {"gather_wrapped"}),
     # Winograd F(4, 3) along x: three consecutive x taps, unit x steps, 8+ channels,
     # 16+ units per phase, rows of 8+. Rows of 21 (a last tile of one output), 13
     # channels in three blocks
