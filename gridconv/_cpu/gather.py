@@ -438,6 +438,15 @@ def _padded_row(dst, d, flat, r, x0, xs, xa, xb, idx, ys):
         dst[d + xx] = flat[r + ix] if ix >= 0 else zero
 
 
+@njit(inline="always")
+def _source_row(src, n, c, iz, iy):
+    """Flat offset of row ``(n, c, iz, iy)`` of ``src``, or -1 where the looked-up plane
+    or row is zero padding (a lookup of -1, or a plane past the source's end)."""
+    if iz < 0 or iy < 0 or iz >= src.shape[2]:
+        return -1
+    return (((n * src.shape[1] + c) * src.shape[2] + iz) * src.shape[3] + iy) * src.shape[4]
+
+
 @njit(**JIT)
 def _fill_planes(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, offx, mapz, mapy,
                  mapx, qlo, slab, plane, idx):
@@ -446,7 +455,7 @@ def _fill_planes(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, offx, m
     ``idx``, at least ``ys + xs`` long), not once per channel: rows are short, so the
     per-row work is what costs."""
     zero = src.dtype.type(0)
-    iz_size, iy_size, ix_size = src.shape[2], src.shape[3], src.shape[4]
+    iy_size, ix_size = src.shape[3], src.shape[4]
     z0, y0, x0, zs, ys, xs, xa, xb = _region(ix_size, mz, my0, my1, mx0, mx1, ss, offz,
                                              offy, offx)
     _lookups(idx, mapy, mapx, qlo, y0, ys, x0, xs, xa, xb, iy_size)
@@ -457,11 +466,11 @@ def _fill_planes(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, offx, m
             for yy in range(ys):
                 iy = idx[yy]
                 d = c * plane + (zz * ys + yy) * xs
-                if iz < 0 or iy < 0 or iz >= iz_size:
+                r = _source_row(src, n, c0 + c, iz, iy)
+                if r < 0:
                     for i in range(xs):
                         slab[d + i] = zero
                     continue
-                r = (((n * src.shape[1] + c0 + c) * iz_size + iz) * iy_size + iy) * ix_size
                 _padded_row(slab, d, flat, r, x0, xs, xa, xb, idx, ys)
     return ys, xs
 
@@ -495,7 +504,7 @@ def _fill_split_planes(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, o
     or the positions of one kernel stack) read consecutive elements. Lookups as in
     :func:`_fill_planes` (``idx`` at least ``ys + xs`` long). Returns (ys, xs)."""
     zero = src.dtype.type(0)
-    iz_size, iy_size, ix_size = src.shape[2], src.shape[3], src.shape[4]
+    iy_size, ix_size = src.shape[3], src.shape[4]
     z0, y0, x0, zs, ys, xs, xa, xb = _region(ix_size, mz, my0, my1, mx0, mx1, ss, offz,
                                              offy, offx)
     xq = _split_extent(xs, step)
@@ -507,11 +516,11 @@ def _fill_split_planes(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, o
             for yy in range(ys):
                 iy = idx[yy]
                 d = c * plane + (zz * ys + yy) * step * xq
-                if iz < 0 or iy < 0 or iz >= iz_size:
+                r = _source_row(src, n, c0 + c, iz, iy)
+                if r < 0:
                     for i in range(step * xq):
                         slab[d + i] = zero
                     continue
-                r = (((n * src.shape[1] + c0 + c) * iz_size + iz) * iy_size + iy) * ix_size
                 if step == 2 or step == 4:
                     # the common cases (stride 2 or two stacks; the stride 4 of audio
                     # front ends): the interior, where all the phases of an element

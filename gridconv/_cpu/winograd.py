@@ -47,6 +47,7 @@ from .gather import (
     _padded_row,
     _reduce,
     _region,
+    _source_row,
     _tap_range,
     _task_grid,
     _tile_bounds,
@@ -259,7 +260,7 @@ def _fill_phases(src, n, c0, cs, mz, my0, my1, mx0, nt, mt, ss, offz, offy, offx
     value: finite when they all are)."""
     zero = src.dtype.type(0)
     lanes = 32 // src.itemsize
-    iz_size, iy_size, ix_size = src.shape[2], src.shape[3], src.shape[4]
+    iy_size, ix_size = src.shape[3], src.shape[4]
     # the region of whole Winograd tiles: mt*nt + 2 columns
     z0, y0, x0, zs, ys, xs, xa, xb = _region(ix_size, mz, my0, my1, mx0, mx0 + mt * nt, ss,
                                              offz, offy, offx)
@@ -274,12 +275,12 @@ def _fill_phases(src, n, c0, cs, mz, my0, my1, mx0, nt, mt, ss, offz, offy, offx
             for yy in range(ys):
                 iy = idx[yy]
                 d = c * plane + (zz * ys + yy) * nt
-                if iz < 0 or iy < 0 or iz >= iz_size:
+                r = _source_row(src, n, c0 + c, iz, iy)
+                if r < 0:
                     for j in range(nph):
                         for t in range(nt):
                             slab[d + j * pstride + t] = zero
                     continue
-                r = (((n * src.shape[1] + c0 + c) * iz_size + iz) * iy_size + iy) * ix_size
                 _padded_row(buf, 0, flat, r, x0, xs, xa, xb, idx, ys)
                 if mt == 2:
                     chk += _IN2(slab, d, pstride, buf, nblk)
