@@ -44,7 +44,7 @@ class Axis:
     def taps(self) -> int:
         return len(self.off)
 
-    @property
+    @functools.cached_property  # the axes are cached and asked again on every call
     def consecutive(self) -> bool:
         return self.taps <= 1 or bool(np.all(np.diff(self.off) == 1))
 

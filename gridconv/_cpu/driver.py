@@ -60,6 +60,14 @@ def _round_up(v: int, m: int) -> int:
 
 
 def _tables(axes: list[Axis]):
+    """The kernels' per-axis tables of ``axes`` (cached by the axes' identity: they come
+    from lru caches, the same objects call after call, and building the tables cost
+    about 10 us of each call; the axes themselves are kept, so that their ids are not
+    reused while an entry lives)."""
+    key = tuple(id(a) for a in axes)
+    hit = _TABLES.get(key)
+    if hit is not None and all(h is a for h, a in zip(hit[0], axes, strict=True)):
+        return hit[1]
     i64 = np.int64
     m = np.array([a.m for a in axes], dtype=i64)
     d0 = np.array([a.d0 for a in axes], dtype=i64)
@@ -68,13 +76,27 @@ def _tables(axes: list[Axis]):
     qlo = np.array([a.qlo for a in axes], dtype=i64)
     offs = tuple(np.ascontiguousarray(a.off, dtype=i64) for a in axes)
     maps = tuple(np.ascontiguousarray(a.map, dtype=i64) for a in axes)
-    return m, d0, ds, ss, qlo, offs, maps
+    # (left writeable: Numba would type read-only arrays apart and compile every kernel
+    # again; no kernel writes them)
+    tables = (m, d0, ds, ss, qlo, offs, maps)
+    if len(_TABLES) > 1024:
+        _TABLES.clear()
+    _TABLES[key] = (tuple(axes), tables)
+    return tables
+
+
+_TABLES: dict = {}
+
+
+def _positions(axes: list[Axis]) -> int:
+    """Grid positions of a gather (a Python int: np.prod costs microseconds)."""
+    return axes[0].m * axes[1].m * axes[2].m
 
 
 def _tile(m, rpad: int, itemsize: int, outer_tasks: int) -> tuple[int, int]:
     """Rows x cols of a tile: patches near ``_PATCH_BYTES``, and enough tiles to keep
     every thread busy (at least 4 per thread when the problem allows)."""
-    target = int(np.clip(_PATCH_BYTES // (rpad * itemsize), 16, 4096))
+    target = min(max(_PATCH_BYTES // (rpad * itemsize), 16), 4096)
     cols = int(min(m[2], target))
     rows = int(max(1, min(m[1], target // cols)))
     want = 4 * numba.get_num_threads()
@@ -100,7 +122,7 @@ def _direct_span(m, od: int, cs: int, ssx: int) -> int:
     if od < 4:
         return 2048
     if m[0] == 1 and m[1] == 1:
-        return int(np.clip(65536 // (cs * ssx + od), _DIRECT_SPAN, 2048))
+        return min(max(65536 // (cs * ssx + od), _DIRECT_SPAN), 2048)
     return _DIRECT_SPAN
 
 
@@ -264,7 +286,7 @@ def gather(src: np.ndarray, w6: np.ndarray, bias, dst: np.ndarray, axes: list[Ax
         taps = pack_blocks(w7, axes)
         # whole rows (the kernel's tiles span x)
         rows = _direct_tile(m, src.shape[0] * w7.shape[1])[0]
-        work = src.shape[0] * int(np.prod(m)) * taps[0].size
+        work = src.shape[0] * _positions(axes) * taps[0].size
         _run(k.gather_wrapped, work, src, np.ascontiguousarray(taps), b, dst, m,
              axes[0].d0, axes[0].ds, axes[0].ss, *offs, maps[0], qlo, rows)
         return
@@ -272,7 +294,7 @@ def gather(src: np.ndarray, w6: np.ndarray, bias, dst: np.ndarray, axes: list[Ax
         taps = pack_blocks(w7, axes)
         rows, cols = _direct_tile(m, src.shape[0] * w7.shape[1],
                                   _direct_span(m, od, w7.shape[3], axes[2].ss))
-        work = src.shape[0] * int(np.prod(m)) * taps[0].size
+        work = src.shape[0] * _positions(axes) * taps[0].size
         where = np.empty((0, 4), np.int64) if place is None else place
         _run(k.gather_direct, work, src, np.ascontiguousarray(taps), b, dst, m, d0, ds, ss,
              *offs, *maps, qlo, np.asarray(tiles, np.int64), rows, cols, _DIRECT_CHUNK, where)
@@ -280,7 +302,7 @@ def gather(src: np.ndarray, w6: np.ndarray, bias, dst: np.ndarray, axes: list[Ax
     assert place is None, "placed channels need the direct kernel"
     wmat = np.stack([pack_weight(w, axes) for w in w7])
     rows, cols = _tile(m, wmat.shape[3], src.itemsize, src.shape[0] * wmat.shape[1])
-    work = src.shape[0] * int(np.prod(m)) * wmat[0].size
+    work = src.shape[0] * _positions(axes) * wmat[0].size
     _run(k.gather, work, src, wmat, b, dst, m, d0, ds, ss, *offs, *maps, qlo,
          axes[2].consecutive, np.asarray(tiles, np.int64), rows, cols)
 
@@ -299,7 +321,7 @@ def _gather_winograd(src, w7, b, dst, axes, m, d0, ds, ss, qlo, offs, maps) -> b
     wpk = np.ascontiguousarray(np.take(u.reshape(u.shape[0], g, -1), order, axis=2))
     nunit = s * axes[0].taps * axes[1].taps
     rows, cols = _direct_tile(m, src.shape[0] * g, _wino_span(d, mt))
-    work = src.shape[0] * int(np.prod(m)) * g * d * nunit * 3
+    work = src.shape[0] * _positions(axes) * g * d * nunit * 3
     bad = _run(wk.gather_winograd, work, src, wpk, b, dst, m, d0, ds, ss, *offs,
                *maps, qlo, rows, cols, _even_chunk(nunit, _DIRECT_CHUNK))
     return not bad.any()
@@ -375,7 +397,7 @@ def weight_grad(src: np.ndarray, gout: np.ndarray, groups: int, axes: list[Axis]
         # register blocks of units x channel vectors (see gather.weight_grad_blocked)
         odp = _round_up(d, 2 * lanes)
         rows, cols = _direct_tile(m, src.shape[0] * groups, _DIRECT_SPAN)
-        work = src.shape[0] * groups * int(np.prod(m)) * odp * s * t[0] * t[1] * t[2]
+        work = src.shape[0] * groups * _positions(axes) * odp * s * t[0] * t[1] * t[2]
         part = _run(k.weight_grad_blocked, work, src, gout, m, ss, *offs, *maps, qlo, rows,
                     cols, groups, odp)
         total = part.sum(axis=0)[:, :, :d]  # (G, U, D), units (tz, ty, s, tx)
@@ -384,14 +406,14 @@ def weight_grad(src: np.ndarray, gout: np.ndarray, groups: int, axes: list[Axis]
     if not periodic and ((d == 1 and s == 1) or (flat and (d == 1 or s == 1))):
         # a single output or input channel: dot products of contiguous slab runs
         rows, cols = _direct_tile(m, src.shape[0] * groups)
-        work = src.shape[0] * groups * int(np.prod(m)) * d * s * t[0] * t[1] * t[2]
+        work = src.shape[0] * groups * _positions(axes) * d * s * t[0] * t[1] * t[2]
         part = _run(k.weight_grad_direct, work, src, gout, m, ss, *offs, *maps, qlo, rows,
                     cols, groups)
         return part.sum(axis=0)
     r = t[0] * t[1] * t[2] * s
     opad, rpad = _round_up(d, 2), _round_up(r, 8)
     rows, cols = _tile(m, rpad, src.itemsize, src.shape[0] * groups)
-    work = src.shape[0] * groups * int(np.prod(m)) * opad * rpad
+    work = src.shape[0] * groups * _positions(axes) * opad * rpad
     part = _run(k.weight_grad, work, src, gout, m, ss, *offs, *maps, qlo, axes[2].consecutive,
                 np.asarray(tiles, np.int64), rows, cols, groups, opad, rpad)
     total = part.sum(axis=0)[:, :, :d, :r]
