@@ -59,15 +59,29 @@ def _round_up(v: int, m: int) -> int:
     return -(-v // m) * m
 
 
-def _tables(axes: list[Axis]):
-    """The kernels' per-axis tables of ``axes`` (cached by the axes' identity: they come
-    from lru caches, the same objects call after call, and building the tables cost
-    about 10 us of each call; the axes themselves are kept, so that their ids are not
-    reused while an entry lives)."""
-    key = tuple(id(a) for a in axes)
-    hit = _TABLES.get(key)
-    if hit is not None and all(h is a for h, a in zip(hit[0], axes, strict=True)):
+def _by_identity(cache: dict, objs: tuple, extra: tuple, build):
+    """``build()``, cached by the identity of ``objs`` (and the values ``extra``). The
+    driver's inputs come from lru caches, the same objects call after call, and comparing
+    or converting them cost microseconds of every call; the objects are kept in the entry,
+    so that their ids are not reused while it lives."""
+    key = (*map(id, objs), *extra)
+    hit = cache.get(key)
+    if hit is not None and all(h is o for h, o in zip(hit[0], objs, strict=True)):
         return hit[1]
+    value = build()
+    if len(cache) > 1024:
+        cache.clear()
+    cache[key] = (tuple(objs), value)
+    return value
+
+
+def _tables(axes: list[Axis]):
+    """The kernels' per-axis tables of ``axes`` (left writeable: Numba would type
+    read-only arrays apart and compile every kernel again; no kernel writes them)."""
+    return _by_identity(_TABLES, tuple(axes), (), lambda: _build_tables(axes))
+
+
+def _build_tables(axes: list[Axis]):
     i64 = np.int64
     m = np.array([a.m for a in axes], dtype=i64)
     d0 = np.array([a.d0 for a in axes], dtype=i64)
@@ -76,13 +90,7 @@ def _tables(axes: list[Axis]):
     qlo = np.array([a.qlo for a in axes], dtype=i64)
     offs = tuple(np.ascontiguousarray(a.off, dtype=i64) for a in axes)
     maps = tuple(np.ascontiguousarray(a.map, dtype=i64) for a in axes)
-    # (left writeable: Numba would type read-only arrays apart and compile every kernel
-    # again; no kernel writes them)
-    tables = (m, d0, ds, ss, qlo, offs, maps)
-    if len(_TABLES) > 1024:
-        _TABLES.clear()
-    _TABLES[key] = (tuple(axes), tables)
-    return tables
+    return m, d0, ds, ss, qlo, offs, maps
 
 
 _TABLES: dict = {}
@@ -140,24 +148,18 @@ def _direct_tile(m, outer_tasks: int, limit: int = 2048) -> tuple[int, int]:
     return rows, cols
 
 
-# _zero_padded's answers by map: the maps come from lru caches (the same arrays call
-# after call), and the comparison cost as much as a small depthwise call's kernel. The
-# map itself is kept, so that its id is not reused while the entry lives.
+# _zero_padded's answers by map (the comparison cost as much as a small depthwise call's
+# kernel)
 _ZERO_PADDED: dict = {}
 
 
 def _zero_padded(a: Axis, size: int) -> bool:
     """Whether ``a`` reads zeros outside a source of ``size`` (and nothing else)."""
-    key = (id(a.map), a.qlo, size)
-    hit = _ZERO_PADDED.get(key)
-    if hit is not None and hit[0] is a.map:
-        return hit[1]
-    q = a.qlo + np.arange(a.map.shape[0])
-    answer = bool(np.array_equal(a.map, np.where((q >= 0) & (q < size), q, -1)))
-    if len(_ZERO_PADDED) > 1024:
-        _ZERO_PADDED.clear()
-    _ZERO_PADDED[key] = (a.map, answer)
-    return answer
+    def answer():
+        q = a.qlo + np.arange(a.map.shape[0])
+        return bool(np.array_equal(a.map, np.where((q >= 0) & (q < size), q, -1)))
+
+    return _by_identity(_ZERO_PADDED, (a.map,), (a.qlo, size), answer)
 
 
 def _wraps(src: np.ndarray, stacks: int, cs: int, od: int, axes: list[Axis], place) -> bool:
