@@ -1,1 +1,2 @@
-"""CPU kernels (Numba ``njit(parallel=True)``) and the thin drivers that size their tiles."""
+"""CPU kernels (Numba ``njit`` functions whose ``prange`` loops run in parallel, see
+``options.PARALLEL``) and the thin drivers that size their tiles."""

@@ -33,8 +33,8 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-# fastmath without 'nnan'/'ninf' (as in gather.py): loops vectorise, NaNs still propagate.
-FASTMATH = {"reassoc", "contract", "arcp", "nsz", "afn"}
+from .options import FASTMATH, PARALLEL
+
 # error_model="numpy": a float division by zero gives inf/NaN instead of a check that
 # raises ZeroDivisionError (the check stops loops with a division from vectorising).
 JIT = dict(fastmath=FASTMATH, cache=True, nogil=True, error_model="numpy")
@@ -259,7 +259,7 @@ def _leaky_rows(g, x, w, out, backward, lo, hi, part):
         i = end
 
 
-@njit(parallel=True, **JIT_ORDERED)
+@njit(parallel=PARALLEL, **JIT_ORDERED)
 def elementwise(g, x, w, out, op, nb, nthreads):
     """``out = f(x)`` for a forward code (``g`` unused), ``out = g * f'(x)`` for
     ``GRAD + code``; SIGMOID_OUT and TANH_OUT read the forward output from ``x``.
@@ -447,7 +447,7 @@ def _block_task(g, src, out, a, b0, b1, log, mode):
         _block_backward(g[a], ya, out[a], b0, b1, log, s)
 
 
-@njit(parallel=True, **JIT_ORDERED)
+@njit(parallel=PARALLEL, **JIT_ORDERED)
 def softmax(g, src, out, log, mode, width, nthreads):
     """softmax (``log`` False) or log_softmax over axis 1 of (A, C, B) arrays, in tasks
     of ``width`` positions of one ``a`` (of ``width`` rows when ``B == 1``).

@@ -28,9 +28,8 @@ import numpy as np
 from numba import njit, prange
 
 from .micro import claim, copy_run, make_micro, make_outer, split2_run
+from .options import FASTMATH, PARALLEL
 
-# fastmath without 'nnan'/'ninf': reductions vectorise, NaNs still propagate.
-FASTMATH = {"reassoc", "contract", "arcp", "nsz", "afn"}
 JIT = dict(fastmath=FASTMATH, cache=True, nogil=True)
 
 
@@ -297,7 +296,7 @@ def _slab_size(cs, rows, cols, ss, offz, offy, offx):
     return zs * ys * xs * cs
 
 
-@njit(parallel=True, **JIT)
+@njit(parallel=PARALLEL, **JIT)
 def gather(src, wmat, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, mapy, mapx, qlo,
            xrun, t, rows, cols, nthreads):
     """``dst[n, g*od + o, d0 + ds*m] = bias[g*od + o] + wmat[stack(m), g, o] . patches(src)[m]``.
@@ -351,7 +350,7 @@ def gather(src, wmat, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, mapy, ma
                                     d0[2] + ds[2] * (mx0 + xr0), ds[2] * t[2])
 
 
-@njit(parallel=True, **JIT)
+@njit(parallel=PARALLEL, **JIT)
 def weight_grad(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, qlo, xrun, t, rows,
                 cols, ng, opad, rpad, nthreads):
     """Per-thread partials of ``dW[stack(m), g, o, :] = sum_{n, m} gout[n, g*od + o, m]
@@ -734,7 +733,7 @@ def _reduce(od, acc, abase, ld, dest, dbase, dld, slab, roff, uoff, w, nunit, us
                               o0 * nunit + u0 * mr, ku, bias, boff + o0 if q == 0 else -1)
 
 
-@njit(parallel=True, **JIT)
+@njit(parallel=PARALLEL, **JIT)
 def gather_direct(src, wpk, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, mapy, mapx,
                   qlo, t, rows, cols, chunk, place, nthreads):
     """:func:`gather` without patches: every (source channel, tap) is a unit whose slab
@@ -907,7 +906,7 @@ def gather_direct(src, wpk, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, ma
                                 d0[2] + ds[2] * (mx0 + xr0 + t[2] * full) + sxo, ds[2] * t[2])
 
 
-@njit(parallel=True, **JIT)
+@njit(parallel=PARALLEL, **JIT)
 def gather_wrapped(src, wpk, bias, dst, m, d0z, dsz, ssz, offz, offy, offx, mapz, qlo,
                    rows, nthreads):
     """:func:`gather_direct` for one source channel per group (depthwise convolutions and
@@ -1069,7 +1068,7 @@ def gather_wrapped(src, wpk, bias, dst, m, d0z, dsz, ssz, offz, offy, offx, mapz
                             dflat[d + yr * wi] = col[yr]
 
 
-@njit(parallel=True, **JIT)
+@njit(parallel=PARALLEL, **JIT)
 def weight_grad_direct(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, qlo, rows, cols,
                        ng, nthreads):
     """:func:`weight_grad` by dot products of slab runs with the output gradient:
@@ -1163,7 +1162,7 @@ def _outer_block(mu, out, ld, slab, uoff, u0, g, goff, ldg, npos, nrow, rstride)
         _OK1(out, ld, slab, uoff, u0, g, goff, ldg, npos, nrow, rstride)
 
 
-@njit(parallel=True, **JIT)
+@njit(parallel=PARALLEL, **JIT)
 def weight_grad_blocked(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, qlo, rows,
                         cols, ng, odp, nthreads):
     """:func:`weight_grad` without patches, for many destination channels: per-thread
@@ -1225,7 +1224,7 @@ def weight_grad_blocked(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, ql
     return partial
 
 
-@njit(parallel=True, **JIT)
+@njit(parallel=PARALLEL, **JIT)
 def bias_grad(gout):
     """``db[o] = sum over n and positions of gout[n, o]`` (gout 3-D: (N, O, P))."""
     nsamp, nout, npos = gout.shape
@@ -1240,7 +1239,7 @@ def bias_grad(gout):
     return res
 
 
-@njit(parallel=True, **JIT)
+@njit(parallel=PARALLEL, **JIT)
 def pad_adjoint(gpad, out, mapz, mapy, mapx):
     """Fold a gradient over the padded grid back onto the source (reflect, replicate,
     circular): ``out[.., mz[a], my[b], mx[c]] += gpad[.., a, b, c]``. Parallel over

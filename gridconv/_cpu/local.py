@@ -34,6 +34,7 @@ from numba import njit, prange
 
 from .gather import JIT, _lookup
 from .micro import claim
+from .options import PARALLEL
 
 
 @njit(inline="always")
@@ -200,7 +201,7 @@ def _combine(g, b, out, na, accumulate):
 # ----------------------------------------------------------------------------- forward
 
 
-@njit(parallel=True, **JIT)
+@njit(parallel=PARALLEL, **JIT)
 def forward(x2, dims, w, bias, out, m, t, ss, offz, offy, offx, mapz, mapy, mapx, qlo, nblk,
             chunk, nthreads):
     """``out[n, o, i] = bias[o, i or 0] + P_i[n, :] . w[stack(i), o, :]``.
@@ -251,7 +252,7 @@ def forward(x2, dims, w, bias, out, m, t, ss, offz, offy, offx, mapz, mapy, mapx
 # ----------------------------------------------------------------------- input gradient
 
 
-@njit(parallel=True, **JIT)
+@njit(parallel=PARALLEL, **JIT)
 def input_grad(g, w, gx2, dims, m, t, ss, offz, offy, offx, mapz, mapy, mapx, qlo, blk, nblk,
                nthreads):
     """``gx[n, :, taps(i)] += sum_o g[n, o, i] w[stack(i), o, :]`` for every position.
@@ -331,7 +332,7 @@ def _task_positions(task, owned, chunk, m, t):
     return first, min(npos, (task + 1) * chunk) - task * chunk, 1, 1
 
 
-@njit(parallel=True, **JIT)
+@njit(parallel=PARALLEL, **JIT)
 def weight_grad(x2, dims, g, part, m, t, ss, offz, offy, offx, mapz, mapy, mapx, qlo, owned,
                 nblk, chunk, nthreads):
     """``part[slot, stack(i), o, :] += sum_n g[n, o, i] P_i[n, :]`` over all positions.

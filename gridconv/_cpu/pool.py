@@ -45,8 +45,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-# fastmath without 'nnan'/'ninf': NaNs propagate and ``v != v`` still detects them.
-FASTMATH = {"reassoc", "contract", "arcp", "nsz", "afn"}
+from .options import FASTMATH, PARALLEL
+
 JIT = dict(fastmath=FASTMATH, cache=True, nogil=True)
 
 # What the windowed kernels compute: the max, or a sum of x (average), |x| (p = 1),
@@ -254,7 +254,7 @@ def _forward_tasks(x, out, idx, g, mode, want_idx, factor, tab, dil, xg, inv, p,
             orow[ox] = y
 
 
-@njit(parallel=True, **JIT)
+@njit(parallel=PARALLEL, **JIT)
 def pool_forward(x, out, idx, g, mode, want_idx, factor, tab, dil, xg, inv, p, inv_p,
                  one_minus_p, nthreads):
     """Windowed pooling, one task per output row.
@@ -289,7 +289,7 @@ def pool_forward(x, out, idx, g, mode, want_idx, factor, tab, dil, xg, inv, p, i
 
 # ----------------------------------------------------------------------- backward ---
 
-@njit(parallel=True, **JIT)
+@njit(parallel=PARALLEL, **JIT)
 def max_scatter(g, idx, gi):
     """Max pooling's backward, one task per (n, c) plane: ``gi[p] = 0``, then each
     window's gradient ``g[p, o]`` is added at its winner ``idx[p, o]``.
@@ -384,7 +384,7 @@ def _gather_tasks(g, gi, x, mode, lp, tab, xg, inv, zptr, zcov, yptr, ycov, p_mi
                 row[i] *= _lp_factor(xrow[i], mode, p_minus_1, zero, one)
 
 
-@njit(parallel=True, **JIT)
+@njit(parallel=PARALLEL, **JIT)
 def pool_gather(g, gi, x, mode, lp, tab, xg, inv, zptr, zcov, yptr, ycov, p_minus_1,
                 nthreads):
     """Average / L^p pooling's backward as a gather, one task per input row:
@@ -405,7 +405,7 @@ def pool_gather(g, gi, x, mode, lp, tab, xg, inv, zptr, zcov, yptr, ycov, p_minu
 
 # -------------------------------------------------------------------- global pooling ---
 
-@njit(parallel=True, **JIT)
+@njit(parallel=PARALLEL, **JIT)
 def global_reduce(x, vals, idx, sums, want_max, chunk):
     """Planes flattened to ``x`` (P, S), cut into chunks of ``chunk`` elements; one task
     per (plane, chunk): the max (NaN wins, PyTorch's rule) and its flat index into

@@ -53,6 +53,7 @@ from .gather import (
     _tile_bounds,
 )
 from .micro import I32, I64, _data, _Vec, claim
+from .options import PARALLEL
 
 # G per output count mt: the phases' weights from the three taps (rows: phases).
 FILTER_TRANSFORM = {
@@ -289,7 +290,7 @@ def _fill_phases(src, n, c0, cs, mz, my0, my1, mx0, nt, mt, ss, offz, offy, offx
     return ys, chk
 
 
-@njit(parallel=True, **JIT)
+@njit(parallel=PARALLEL, **JIT)
 def gather_winograd(src, wpk, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, mapy,
                     mapx, qlo, rows, cols, chunk, nthreads):
     """``dst`` as :func:`gridconv._cpu.gather.gather_direct` computes it, for three
