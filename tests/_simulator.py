@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# the test that collects the simulator run, and where the running process waits for it
+# the test that collects the simulator run; BACKGROUND holds the running process until then
 SIMULATOR_TEST = "test_kernels_under_the_cuda_simulator"
 BACKGROUND: dict = {}
 

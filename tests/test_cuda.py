@@ -17,12 +17,10 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from _simulator import BACKGROUND, finish_suite, start_suite
+from _simulator import BACKGROUND, ROOT, finish_suite, start_suite
 
-ROOT = Path(__file__).resolve().parents[1]
 F64 = re.compile(r"\.f64\b")
 
 
