@@ -73,8 +73,13 @@ CASES = [
     ((1, 2, 3, 150), (8, 2, 3, 7), dict(stride=(1, 4), padding=(1, 3),
                                         padding_mode="reflect"),
      {"gather_direct", "weight_grad_blocked"}),
-    # short strided rows (8 outputs): the patch path
-    ((2, 6, 16, 16), (12, 6, 3, 3), dict(stride=2, padding=1), {"gather"}),
+    # strided rows of 13 outputs (from 12): the direct kernel, a block of 16 per row
+    ((2, 6, 9, 27), (12, 6, 3, 3), dict(stride=2), {"gather_direct",
+                                                    "weight_grad_blocked"}),
+    # short strided rows: the patch path forward; its weight gradient below 7 outputs
+    ((2, 6, 16, 16), (12, 6, 3, 3), dict(stride=2, padding=1), {"gather",
+                                                                "weight_grad_blocked"}),
+    ((2, 6, 10, 10), (12, 6, 3, 3), dict(stride=2, padding=1), {"gather", "weight_grad"}),
     # 7 channels in one block, 200 units in one chunk of 128 and one of 72
     ((1, 8, 30), (7, 8, 25), dict(padding="same"), {"gather_direct"}),
     # rows of 31 (of 63) run one by one: their whole blocks accumulate in the output

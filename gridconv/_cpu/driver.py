@@ -28,16 +28,22 @@ _SERIAL_WORK = 1 << 18
 # The direct kernel (register blocks over slab runs, see ``gather.gather_direct``) runs
 # every convolution whose output rows merge into long runs or are themselves at least
 # ``_DIRECT_MIN_ROW`` long (per kernel stack along x): its blocks are 16 positions wide
-# (float32), so shorter rows would waste most of each block. Few destination channels
-# per group (``_DIRECT_MAX_OUT``) also go there: the patch path pads them to 2.
+# (float32), so shorter rows waste part of each block. Measured on 64 -> 128 channels
+# at stride 2 (rows of 8-16 outputs): the direct kernel was 0.77-0.86x the patch path's
+# time from 13 outputs, 0.97x at 12, 1.0x at 11 and 1.3-1.5x at 8-9. Few destination
+# channels per group (``_DIRECT_MAX_OUT``) also go there: the patch path pads them to 2.
 _DIRECT_MAX_OUT = 2
-_DIRECT_MIN_ROW = 16
+_DIRECT_MIN_ROW = 12
 # Positions per direct tile with 4 or more destination channels (their accumulator rows
 # stay in L2 while the reduction runs in chunks).
 _DIRECT_SPAN = 512
 # Destination channels per group from which the weight gradient runs on register blocks
-# of channel vectors (fewer would leave most of each 16-channel block empty).
+# of channel vectors (fewer would leave most of each 16-channel block empty), and the
+# rows (outputs along x) it needs where they do not merge: measured at stride 2 on 64 ->
+# 128 and 256 -> 256 channels, 0.66-0.90x the patch path's time from 7 outputs, 1.03x at
+# 6, 1.35x at 4.
 _BLOCKED_MIN_OUT = 8
+_BLOCKED_MIN_ROW = 7
 # Units (channel x tap) per chunk of the direct kernel's reduction (see gather_direct).
 _DIRECT_CHUNK = 128
 
@@ -395,7 +401,7 @@ def weight_grad(src: np.ndarray, gout: np.ndarray, groups: int, axes: list[Axis]
         return weight_grad(src, gout, groups, axes)[None]
     tiles = (1, 1, 1) if tiles is None else tiles
     lanes = 32 // src.itemsize
-    if not periodic and d >= _BLOCKED_MIN_OUT and (flat or axes[2].m >= _DIRECT_MIN_ROW):
+    if not periodic and d >= _BLOCKED_MIN_OUT and (flat or axes[2].m >= _BLOCKED_MIN_ROW):
         # register blocks of units x channel vectors (see gather.weight_grad_blocked)
         odp = _round_up(d, 2 * lanes)
         rows, cols = _direct_tile(m, src.shape[0] * groups, _DIRECT_SPAN)

@@ -501,7 +501,8 @@ def _fill_split_planes(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, o
     """Planar slabs whose rows are split into ``step`` phases: element ``x`` of a row goes
     to phase ``x % step`` at ``x // step``, so that outputs ``step`` apart in x (a stride,
     or the positions of one kernel stack) read consecutive elements. Lookups as in
-    :func:`_fill_planes` (``idx`` at least ``ys + xs`` long). Returns (ys, xs)."""
+    :func:`_fill_planes`; ``idx`` at least ``ys + 3*xs + 2*step`` long (the edge list of
+    steps 2 and 4 follows the lookups). Returns (ys, xs)."""
     zero = src.dtype.type(0)
     iy_size, ix_size = src.shape[3], src.shape[4]
     z0, y0, x0, zs, ys, xs, xa, xb = _region(ix_size, mz, my0, my1, mx0, mx1, ss, offz,
@@ -509,6 +510,30 @@ def _fill_split_planes(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, o
     xq = _split_extent(xs, step)
     _lookups(idx, mapy, mapx, qlo, y0, ys, x0, xs, xa, xb, iy_size)
     flat = src.reshape(src.size)  # C-contiguous: a view; flat offsets, no row views
+    # Steps 2 and 4 (stride 2 or two stacks; the stride 4 of audio front ends) copy the
+    # interior, where all the phases of an element group lie inside the source, by vector
+    # shuffles (2) or one loop of interleaved accesses that LLVM vectorises (4): phase
+    # elements [j0, j1). The others, the same in every row, are listed once per tile
+    # after the lookups as (offset in the slab row, source column or -1 for a zero):
+    # worked out per row, with their branches and divisions, they cost twice the copy.
+    j0 = min((xa + step - 1) // step, xq)
+    j1 = max(j0, xb // step)
+    e0 = ys + xs
+    ne = 0
+    if step == 2 or step == 4:
+        for q in range(step):
+            for j in range(xq - j1 + j0):
+                j = j if j < j0 else j + j1 - j0  # outside [j0, j1)
+                xx = q + step * j
+                if xx >= xs:
+                    col = -1
+                elif xa <= xx < xb:
+                    col = x0 + xx
+                else:
+                    col = idx[ys + xx]
+                idx[e0 + 2 * ne] = q * xq + j
+                idx[e0 + 2 * ne + 1] = col
+                ne += 1
     for c in range(cs):
         for zz in range(zs):
             iz = _lookup(mapz, qlo[0], z0 + zz)
@@ -521,28 +546,14 @@ def _fill_split_planes(src, n, c0, cs, mz, my0, my1, mx0, mx1, ss, offz, offy, o
                         slab[d + i] = zero
                     continue
                 if step == 2 or step == 4:
-                    # the common cases (stride 2 or two stacks; the stride 4 of audio
-                    # front ends): the interior, where all the phases of an element
-                    # group lie inside the source, by vector shuffles (2) or one loop
-                    # of interleaved accesses that LLVM vectorises (4)
-                    j0 = min((xa + step - 1) // step, xq)
-                    j1 = max(j0, xb // step)
-                    s0 = r + x0
+                    s0 = r + x0 + step * j0
                     if step == 2:
-                        split2_run(slab, d + j0, d + xq + j0, flat, s0 + 2 * j0, j1 - j0)
+                        split2_run(slab, d + j0, d + xq + j0, flat, s0, j1 - j0)
                     else:
-                        _split4(slab, d + j0, xq, flat, s0 + 4 * j0, j1 - j0)
-                    for q in range(step):
-                        for j in range(xq - j1 + j0):
-                            j = j if j < j0 else j + j1 - j0  # outside [j0, j1)
-                            xx = q + step * j
-                            if xx >= xs:
-                                slab[d + q * xq + j] = zero
-                            elif xa <= xx < xb:
-                                slab[d + q * xq + j] = flat[s0 + xx]
-                            else:
-                                ix = idx[ys + xx]
-                                slab[d + q * xq + j] = flat[r + ix] if ix >= 0 else zero
+                        _split4(slab, d + j0, xq, flat, s0, j1 - j0)
+                    for e in range(ne):
+                        col = idx[e0 + 2 * e + 1]
+                        slab[d + idx[e0 + 2 * e]] = flat[r + col] if col >= 0 else zero
                     continue
                 for q in range(step):
                     dq = d + q * xq
@@ -706,9 +717,14 @@ def _reduce(od, acc, abase, ld, dest, dbase, dld, slab, roff, uoff, w, nunit, us
 
     Near-equal blocks of at most 6 channels run it in chunks of up to ``chunk`` units (with
     ``od <= 6`` and one segment the caller runs :func:`_block_rows` instead: one block of
-    all the channels, over the whole reduction), whose slab runs for a block of positions
-    stay in L1 while every block of channels reads them; the partial sums wait in ``acc``
-    (at ``abase``, rows ``ld`` apart), and the last chunk writes ``dest``. (``dest`` may be
+    all the channels, over the whole reduction). Each block of channels walks all the
+    positions before the next block starts, so its chunk of weights (at most 3 KB) stays
+    in L1 and the sums go out as 6 sequential streams; position-major (every block of
+    channels at a block of positions, then the next) was 12-25% slower on the audio front
+    end and the 2-D convolutions of few source channels (measured in one process, the two
+    orders alternating), where every step touched all the channel rows. The partial sums
+    wait in ``acc`` (at ``abase``, rows ``ld`` apart), and the last chunk writes
+    ``dest``. (``dest`` may be
     ``acc``; when it is the destination array its channel rows may be a power of two apart,
     and its lines, all in one cache set, would not survive from one chunk to the next.) Not
     inlined: the kernel's parallel loop stays smaller (a third less compile time for the
@@ -724,9 +740,9 @@ def _reduce(od, acc, abase, ld, dest, dbase, dld, slab, roff, uoff, w, nunit, us
         ku = min(chunk, first + k * ustride + length - u0) if count > 0 else 0
         uo = uoff[u0:]
         last = q == total - 1
-        for p in range(p0, p1, 2 * lanes):
-            for blk in range(nblk):
-                o0, mr = _channel_block(blk, nblk, od)
+        for blk in range(nblk):
+            o0, mr = _channel_block(blk, nblk, od)
+            for p in range(p0, p1, 2 * lanes):
                 a = acc[abase + o0 * ld + p:]
                 d = dest[dbase + o0 * dld + p:] if last else a
                 _block_narrow(mr, a, ld, d, dld if last else ld, slab, roff + p, uo, w,
@@ -781,11 +797,11 @@ def gather_direct(src, wpk, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, ma
     width = 2 * lanes if od > 6 else _block_width(od) * lanes
     # Rows of consecutive destination positions take their whole blocks in place (the
     # last chunk of the reduction writes ``dst``: no store pass); only the last, partial
-    # block of a row goes through ``acc``, as everything does otherwise. Measured: this
-    # pays for tiles of many short rows (2-D, 3-D: 13-36% faster where the output is
-    # large), whose store pass costs a call per row and channel, and not for the long
-    # rows of 1-D tiles (7-19% slower), which the store pass streams out whole.
-    inplace = not placed and t[2] == 1 and ds[2] == 1 and m[1] > 1
+    # block of a row goes through ``acc``, as everything does otherwise. Measured: 13-36%
+    # faster for tiles of many short rows (2-D, 3-D) where the output is large, and
+    # 10-25% for the long rows of 1-D tiles (the audio front end), whose output then
+    # streams out while the sums run instead of in a pass after them.
+    inplace = not placed and t[2] == 1 and ds[2] == 1
     nz, ny, nx_all = dst.shape[2], dst.shape[3], dst.shape[4]
     dflat = dst.reshape(dst.size)  # C-contiguous: a view
     # Placed channels in pairs that interleave along x (conv_transpose's 2x upsampling,
@@ -804,7 +820,7 @@ def gather_direct(src, wpk, bias, dst, m, d0, ds, ss, offz, offy, offx, mapz, ma
         ld = max(plane, cols) + slack
         acc = np.empty(max(od, 6) * ld, src.dtype)
         uoff = np.empty(nunit, np.int64)
-        idx = np.empty(ys_max + xs_max, np.int64)
+        idx = np.empty(ys_max + 3 * xs_max + 2 * step, np.int64)  # see _fill_split_planes
         zidx = np.empty(zs, np.int64)
         for _ in range(ntask):
             task = claim(counter)
@@ -1191,7 +1207,7 @@ def weight_grad_blocked(src, gout, m, ss, offz, offy, offx, mapz, mapy, mapx, ql
     nblk = (nunit + 5) // 6
     for th in prange(nth):
         slab = np.zeros(plane * cs + _MAX_NV * lanes, src.dtype)
-        idx = np.empty(ys_max + xs_max, np.int64)
+        idx = np.empty(ys_max + 3 * xs_max + 2 * step, np.int64)  # see _fill_split_planes
         uoff = np.empty(nunit, np.int64)
         # zeroed once: the padded channel columns stay zero
         gt = np.zeros(max(plane, cols) * odp, src.dtype)

@@ -241,11 +241,35 @@ def make_outer(mu: int, nv: int):
     return outer
 
 
+def _vector_loop(builder, n, lanes, body, scalar):
+    """``body(i)`` for ``i = 0, lanes, 2*lanes, ...`` while a whole vector of ``lanes``
+    elements is left, then the rest: one more ``body`` at ``n - lanes`` (overlapping the
+    previous vector: the caller's body must be idempotent, its destination apart from its
+    source) when ``n >= lanes``, else ``scalar(i)`` for each ``i < n``. The rows the
+    fills and stores copy are short (16-31 elements for the 32x32 images of a stride-2
+    layer), and a scalar tail of up to ``lanes - 1`` elements cost as much as the
+    vectors."""
+    nvec = builder.sdiv(n, ir.Constant(I64, lanes))
+    with cgutils.for_range(builder, nvec) as loop:
+        body(builder.mul(loop.index, ir.Constant(I64, lanes)))
+    done = builder.mul(nvec, ir.Constant(I64, lanes))
+    rest = builder.icmp_signed(">", n, done)
+    with builder.if_then(rest):
+        with builder.if_else(builder.icmp_signed(">", nvec, ir.Constant(I64, 0))) as (
+                overlap, short):
+            with overlap:
+                body(builder.sub(n, ir.Constant(I64, lanes)))
+            with short:
+                with cgutils.for_range(builder, n) as loop:
+                    scalar(loop.index)
+
+
 @intrinsic
 def copy_run(typingctx, dst, doff, src, soff, n, b):
-    """``dst[doff + i] = src[soff + i] + b`` for ``i < n``: vectors of ``lanes`` then a
-    scalar tail, without the aliasing checks and loop set-up that Numba's own loop pays
-    on every call (rows here are short, so that set-up is most of the cost)."""
+    """``dst[doff + i] = src[soff + i] + b`` for ``i < n`` (``dst`` and ``src`` apart):
+    vectors of ``lanes``, the last one overlapping (see :func:`_vector_loop`), without the
+    aliasing checks and loop set-up that Numba's own loop pays on every call (rows here
+    are short, so that set-up is most of the cost)."""
     sig = types.void(dst, doff, src, soff, n, b)
 
     def codegen(context, builder, signature, args):
@@ -255,15 +279,15 @@ def copy_run(typingctx, dst, doff, src, soff, n, b):
         dp = builder.gep(_data(context, builder, at[0], dst_v), [doff_v])
         sp = builder.gep(_data(context, builder, at[2], src_v), [soff_v])
         bv = vec.splat(b_v)
-        nvec = builder.sdiv(n_v, ir.Constant(I64, vec.lanes))
-        with cgutils.for_range(builder, nvec) as loop:
-            i = builder.mul(loop.index, ir.Constant(I64, vec.lanes))
+
+        def body(i):
             vec.store(builder.fadd(vec.load(sp, i), bv), dp, i)
-        done = builder.mul(nvec, ir.Constant(I64, vec.lanes))
-        with cgutils.for_range(builder, builder.sub(n_v, done)) as loop:
-            i = builder.add(done, loop.index)
+
+        def scalar(i):
             builder.store(builder.fadd(builder.load(builder.gep(sp, [i])), b_v),
                           builder.gep(dp, [i]))
+
+        _vector_loop(builder, n_v, vec.lanes, body, scalar)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -272,8 +296,9 @@ def copy_run(typingctx, dst, doff, src, soff, n, b):
 @intrinsic
 def split2_run(typingctx, dst, d0, d1, src, s, n):
     """``dst[d0 + i] = src[s + 2*i]`` and ``dst[d1 + i] = src[s + 2*i + 1]`` for
-    ``i < n``: a row split into its two phases (stride 2), two vectors in and a shuffle
-    per ``lanes`` pairs, then a scalar tail."""
+    ``i < n`` (``dst`` apart from ``src``, the two phases apart from each other): a row
+    split into its two phases (stride 2), two vectors in and a shuffle per ``lanes``
+    pairs, the last ones overlapping (see :func:`_vector_loop`)."""
     sig = types.void(dst, d0, d1, src, s, n)
 
     def codegen(context, builder, signature, args):
@@ -289,21 +314,21 @@ def split2_run(typingctx, dst, d0, d1, src, s, n):
                                                        for i in range(lanes)])
         odd = ir.Constant(ir.VectorType(I32, lanes), [ir.Constant(I32, 2 * i + 1)
                                                       for i in range(lanes)])
-        nvec = builder.sdiv(n_v, ir.Constant(I64, lanes))
-        with cgutils.for_range(builder, nvec) as loop:
-            i = builder.mul(loop.index, ir.Constant(I64, lanes))
+
+        def body(i):
             src_i = builder.gep(sp, [builder.mul(i, ir.Constant(I64, 2))])
             a = vec.load(src_i)
             b = vec.load(src_i, lanes)
             vec.store(builder.shuffle_vector(a, b, even), p0, i)
             vec.store(builder.shuffle_vector(a, b, odd), p1, i)
-        done = builder.mul(nvec, ir.Constant(I64, lanes))
-        with cgutils.for_range(builder, builder.sub(n_v, done)) as loop:
-            i = builder.add(done, loop.index)
+
+        def scalar(i):
             two_i = builder.mul(i, ir.Constant(I64, 2))
             builder.store(builder.load(builder.gep(sp, [two_i])), builder.gep(p0, [i]))
             builder.store(builder.load(builder.gep(sp, [builder.add(two_i, ir.Constant(
                 I64, 1))])), builder.gep(p1, [i]))
+
+        _vector_loop(builder, n_v, lanes, body, scalar)
         return context.get_dummy_value()
 
     return sig, codegen
