@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _numeric import numerical_gradient
+from _numeric import numerical_gradient, rel_err
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -14,19 +14,6 @@ from gridconv import reference as ref
 MODES = ["zeros", "reflect", "replicate", "circular"]
 SETTINGS = settings(max_examples=60, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-
-def rel_err(a, b):
-    scale = max(np.abs(b).max(), 1e-30)
-    return np.abs(np.asarray(a) - b).max() / scale
-
-
-def err_vs_terms(a, b, terms):
-    """``max|a - b|`` relative to the largest sum of absolute terms, ``terms`` (the same
-    operation on the inputs' absolute values). A rounded sum is off by up to a few ulps
-    of its terms, not of its value: with cancellation (a bias gradient that sums 60
-    terms of size 1 to 6e-4) an error relative to ``b`` would fail a correct kernel."""
-    return np.abs(np.asarray(a) - b).max() / max(np.abs(terms).max(), 1e-30)
 
 
 def _abs(*arrays):
@@ -107,7 +94,7 @@ def test_conv_matches_reference(problem):
     expected = ref.conv(x.astype(np.float64), w.astype(np.float64),
                         None if b is None else b.astype(np.float64), **kw)
     assert y.dtype == dtype and y.shape == expected.shape
-    assert err_vs_terms(y, expected, ref.conv(*_abs(x, w, b), **kw)) < tol(dtype)
+    assert rel_err(y, expected, ref.conv(*_abs(x, w, b), **kw)) < tol(dtype)
 
 
 @SETTINGS
@@ -126,10 +113,10 @@ def test_conv_backward_matches_reference(problem):
             assert a is None
             continue
         assert a.dtype == dtype and a.shape == e.shape
-        assert err_vs_terms(a, e, t) < 4 * tol(dtype)
-    assert err_vs_terms(gc.conv_grad_input(g, w, x.shape, **kw), want[0],
+        assert rel_err(a, e, t) < 4 * tol(dtype)
+    assert rel_err(gc.conv_grad_input(g, w, x.shape, **kw), want[0],
                         terms[0]) < 4 * tol(dtype)
-    assert err_vs_terms(gc.conv_grad_weight(g, x, w.shape, **kw), want[1],
+    assert rel_err(gc.conv_grad_weight(g, x, w.shape, **kw), want[1],
                         terms[1]) < 4 * tol(dtype)
 
 
@@ -142,7 +129,7 @@ def test_conv_transpose_and_backward_match_reference(problem):
     f64 = [None if a is None else a.astype(np.float64) for a in (x, w, b)]
     expected = ref.conv_transpose(*f64, **kw)
     assert y.dtype == dtype and y.shape == expected.shape
-    assert err_vs_terms(y, expected, ref.conv_transpose(*_abs(x, w, b), **kw)) < tol(dtype)
+    assert rel_err(y, expected, ref.conv_transpose(*_abs(x, w, b), **kw)) < tol(dtype)
     g = rng.standard_normal(y.shape).astype(dtype)
     got = gc.conv_transpose_backward(g, x, w, b, **kw)
     want = ref.conv_transpose_backward(g.astype(np.float64), *f64, **kw)
@@ -151,7 +138,7 @@ def test_conv_transpose_and_backward_match_reference(problem):
         if e is None:
             assert a is None
         else:
-            assert a.shape == e.shape and err_vs_terms(a, e, t) < 4 * tol(dtype)
+            assert a.shape == e.shape and rel_err(a, e, t) < 4 * tol(dtype)
 
 
 # ---------------------------------------------------------- gradients, adjointness ---

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _numeric import numerical_gradient
+from _numeric import numerical_gradient, rel_err
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -14,16 +14,6 @@ from gridconv import reference as ref
 
 SETTINGS = settings(max_examples=70, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-
-def rel_err(a, b, terms=None):
-    """``max|a - b|`` relative to ``max|b|``, or to the largest sum of absolute terms
-    ``terms`` (the same operation on absolute values): a rounded sum is off by a few ulps
-    of its terms, and cancellation can make its value arbitrarily small."""
-    if not np.size(b):
-        return 0.0
-    scale = max(np.abs(b if terms is None else terms).max(), 1e-30)
-    return np.abs(np.asarray(a) - b).max() / scale
 
 
 def tol(dtype):

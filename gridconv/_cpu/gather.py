@@ -723,12 +723,12 @@ def _reduce(od, acc, abase, ld, dest, dbase, dld, slab, roff, uoff, w, nunit, us
     channels at a block of positions, then the next) was 12-25% slower on the audio front
     end and the 2-D convolutions of few source channels (measured in one process, the two
     orders alternating), where every step touched all the channel rows. The partial sums
-    wait in ``acc`` (at ``abase``, rows ``ld`` apart), and the last chunk writes
-    ``dest``. (``dest`` may be
-    ``acc``; when it is the destination array its channel rows may be a power of two apart,
-    and its lines, all in one cache set, would not survive from one chunk to the next.) Not
-    inlined: the kernel's parallel loop stays smaller (a third less compile time for the
-    first call, and 4-9% faster on the 2-D and 3-D convolutions of 16-64 channels).
+    wait in ``acc`` (at ``abase``, rows ``ld`` apart), and the last chunk writes ``dest``.
+    (``dest`` may be ``acc``; when it is the destination array its channel rows may be a
+    power of two apart, and its lines, all in one cache set, would not survive from one
+    chunk to the next.) Not inlined: the kernel's parallel loop stays smaller (a third
+    less compile time for the first call, and 4-9% faster on the 2-D and 3-D convolutions
+    of 16-64 channels).
     """
     first, ustride, count, length = useg
     nblk = (od + 5) // 6
